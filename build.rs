@@ -1,0 +1,31 @@
+//! Compiles `proto/` with protox (pure Rust, so no system `protoc`) into tonic
+//! client and server code, and writes the file descriptor set that gRPC
+//! reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "proto/conversations/v1/conversation.proto",
+    "proto/conversations/v1/conversation_service.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // compile_fds prints no rerun-if-changed lines of its own.
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=migrations");
+
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("conversations_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Reads: one conversation, the conversation list with its status counts, and
+//! a thread. Page tokens are opaque to clients and bound to the filters they
+//! were issued for.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{App, AppError, Caller, FieldViolation};
+use crate::{
+    domain::{
+        Conversation, Message, Micros, Status,
+        credentials::Role,
+        values::{ConversationId, VisitorId},
+    },
+    store::{
+        conversations::{self, ListCursor, ListFilter},
+        events, messages,
+    },
+};
+
+/// Page size when the request gives none.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Largest page; larger requests are served this many.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// A page of conversations and the Inbox counts, from one snapshot.
+#[derive(Debug, Clone)]
+pub struct ConversationPage {
+    /// The page.
+    pub conversations: Vec<Conversation>,
+    /// The token of the next page; `None` on the last.
+    pub next_page_token: Option<String>,
+    /// Conversations of the workspace per status, in [`Status::ALL`] order.
+    pub status_counts: [i64; 3],
+    /// The event feed head the snapshot reflects.
+    pub as_of_sequence: i64,
+}
+
+/// A page of a thread.
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    /// The messages, oldest first.
+    pub messages: Vec<Message>,
+    /// The token of the next page; `None` on the last.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ConversationToken {
+    /// update_time of the last row.
+    u: i64,
+    /// conversation_id of the last row.
+    i: String,
+    /// Hash of the filters.
+    f: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MessageToken {
+    /// Position of the last row.
+    p: i64,
+    /// The conversation.
+    c: String,
+}
+
+fn encode<T: Serialize>(token: &T) -> String {
+    // Serializing these plain structs cannot fail.
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(token: &str) -> Result<T, AppError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| AppError::InvalidPageToken)?;
+    serde_json::from_slice(&bytes).map_err(|_| AppError::InvalidPageToken)
+}
+
+fn filter_hash(filter: &ListFilter) -> String {
+    let mut statuses: Vec<_> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    let digest = Sha256::new()
+        .chain_update(statuses.join(",").as_bytes())
+        .chain_update(b"|a:")
+        .chain_update(
+            filter
+                .assignee_agent_id
+                .as_ref()
+                .map_or("", |a| a.as_str())
+                .as_bytes(),
+        )
+        .chain_update(b"|v:")
+        .chain_update(
+            filter
+                .visitor_id
+                .as_ref()
+                .map_or("", |v| v.as_str())
+                .as_bytes(),
+        )
+        .finalize();
+    hex::encode(&digest[..8])
+}
+
+fn page_limit(page_size: u32) -> u32 {
+    match page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+impl App {
+    /// Checks that a visitor key names the visitor whose conversation it reads.
+    fn visible_to(
+        caller: &Caller,
+        conversation: &Conversation,
+        visitor_id: Option<&VisitorId>,
+    ) -> bool {
+        match visitor_id {
+            Some(visitor_id) => conversation.visitor_id == *visitor_id,
+            None => caller.role == Role::Agent,
+        }
+    }
+
+    fn require_visitor_for_visitor_keys(
+        caller: &Caller,
+        visitor_id: Option<&VisitorId>,
+    ) -> Result<(), AppError> {
+        if caller.role == Role::Visitor && visitor_id.is_none() {
+            return Err(AppError::InvalidArgument(vec![FieldViolation {
+                field: "visitor_id".into(),
+                description:
+                    "is required with a visitor key: name the visitor whose conversation this is"
+                        .into(),
+            }]));
+        }
+        Ok(())
+    }
+
+    /// One conversation, if the caller can see it.
+    pub async fn get_conversation(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        visitor_id: Option<&VisitorId>,
+    ) -> Result<Conversation, AppError> {
+        Self::require_visitor_for_visitor_keys(caller, visitor_id)?;
+        conversations::get(&mut *self.store.read().await?, caller.workspace_id, id)
+            .await?
+            .filter(|c| Self::visible_to(caller, c, visitor_id))
+            .ok_or_else(|| AppError::NotFound(id.as_str().to_owned()))
+    }
+
+    /// A page of the workspace's conversations, newest update first.
+    pub async fn list_conversations(
+        &self,
+        caller: &Caller,
+        filter: ListFilter,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<ConversationPage, AppError> {
+        caller.require_agent("only agent keys can list conversations")?;
+        let hash = filter_hash(&filter);
+        let cursor = match page_token {
+            Some(token) => {
+                let token: ConversationToken = decode(token)?;
+                if token.f != hash {
+                    return Err(AppError::InvalidPageToken);
+                }
+                Some(ListCursor {
+                    update_time: Micros(token.u),
+                    conversation_id: token.i,
+                })
+            }
+            None => None,
+        };
+        let limit = page_limit(page_size);
+        // One read transaction: the page, the counts and the head agree.
+        let mut tx = self.store.begin_read().await?;
+        let as_of_sequence = events::head(&mut tx).await?;
+        let mut page = conversations::list(
+            &mut tx,
+            caller.workspace_id,
+            &filter,
+            cursor.as_ref(),
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let status_counts = conversations::count_by_status(&mut tx, caller.workspace_id).await?;
+        tx.commit().await?;
+        let next_page_token = if page.len() > limit as usize {
+            page.truncate(limit as usize);
+            page.last().map(|last| {
+                encode(&ConversationToken {
+                    u: last.update_time.0,
+                    i: last.id.as_str().to_owned(),
+                    f: hash,
+                })
+            })
+        } else {
+            None
+        };
+        Ok(ConversationPage {
+            conversations: page,
+            next_page_token,
+            status_counts,
+            as_of_sequence,
+        })
+    }
+
+    /// A page of a conversation's thread, oldest first. Visitor keys see only
+    /// messages for everyone.
+    pub async fn list_messages(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        visitor_id: Option<&VisitorId>,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<MessagePage, AppError> {
+        Self::require_visitor_for_visitor_keys(caller, visitor_id)?;
+        let after_position = match page_token {
+            Some(token) => {
+                let token: MessageToken = decode(token)?;
+                if token.c != id.as_str() {
+                    return Err(AppError::InvalidPageToken);
+                }
+                token.p
+            }
+            None => 0,
+        };
+        let limit = page_limit(page_size);
+        let everyone_only = caller.role == Role::Visitor;
+        let mut tx = self.store.begin_read().await?;
+        conversations::get(&mut tx, caller.workspace_id, id)
+            .await?
+            .filter(|c| Self::visible_to(caller, c, visitor_id))
+            .ok_or_else(|| AppError::NotFound(id.as_str().to_owned()))?;
+        let mut page = messages::list(
+            &mut tx,
+            id,
+            everyone_only,
+            after_position,
+            i64::from(limit) + 1,
+        )
+        .await?;
+        tx.commit().await?;
+        let next_page_token = if page.len() > limit as usize {
+            page.truncate(limit as usize);
+            page.last().map(|last| {
+                encode(&MessageToken {
+                    p: last.position,
+                    c: id.as_str().to_owned(),
+                })
+            })
+        } else {
+            None
+        };
+        Ok(MessagePage {
+            messages: page,
+            next_page_token,
+        })
+    }
+}
+
+/// Statuses in the order the counts are given.
+pub fn count_of(counts: &[i64; 3], status: Status) -> i64 {
+    Status::ALL
+        .iter()
+        .position(|s| *s == status)
+        .map_or(0, |i| counts[i])
+}

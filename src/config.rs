@@ -1,0 +1,109 @@
+//! The command line. Every flag can also come from an environment variable,
+//! and the defaults run the service with no flags at all.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::domain::credentials::Role;
+
+/// Live-chat conversation status lifecycle over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "conversations", version, about)]
+pub struct Cli {
+    /// The SQLite database file; created with its schema when missing.
+    #[arg(
+        long,
+        env = "CONVERSATIONS_DATABASE",
+        default_value = "./conversations.db",
+        global = true
+    )]
+    pub database: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server. On an empty database, creates workspace `default`
+    /// and prints one agent key and one visitor key, once.
+    Serve(ServeArgs),
+    /// Manage workspaces.
+    Workspace {
+        /// What to do with workspaces.
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Manage API keys.
+    Key {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The address to listen on; port 0 picks a free port.
+    #[arg(long, env = "CONVERSATIONS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+}
+
+/// Workspace subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace (a tenant: its data is invisible to other workspaces).
+    Create {
+        /// 1 to 64 characters of a-z, 0-9, '-' and '_'.
+        name: String,
+    },
+}
+
+/// Key subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print it once; only its hash is stored.
+    Create {
+        /// The workspace the key belongs to.
+        #[arg(long, env = "CONVERSATIONS_WORKSPACE", default_value = "default")]
+        workspace: String,
+        /// What the key may do.
+        #[arg(long, value_enum)]
+        role: KeyRole,
+    },
+    /// Revoke a key, named by its id (the 16 hex digits after `cvk_`) or whole.
+    Revoke {
+        /// The key id or the key.
+        key: String,
+    },
+}
+
+/// A key's role, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyRole {
+    /// Inbox, Slack and Teams backends: every call, every message.
+    Agent,
+    /// The widget's backend: acts as visitors, sees what visitors see.
+    Visitor,
+}
+
+impl From<KeyRole> for Role {
+    fn from(role: KeyRole) -> Self {
+        match role {
+            KeyRole::Agent => Role::Agent,
+            KeyRole::Visitor => Role::Visitor,
+        }
+    }
+}
+
+/// What the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The SQLite file.
+    pub database: PathBuf,
+}

@@ -1,0 +1,103 @@
+//! The conversation and its status.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::values::{AgentRef, ConversationId, Micros, VisitorId};
+
+/// The tenant a conversation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkspaceId(pub i64);
+
+/// OPEN, PENDING or CLOSED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Live: visitors and agents write.
+    Open,
+    /// Waiting on the visitor.
+    Pending,
+    /// Done; accepts no messages until reopened or restarted.
+    Closed,
+}
+
+impl Status {
+    /// Every status, in Inbox tab order.
+    pub const ALL: [Status; 3] = [Status::Open, Status::Pending, Status::Closed];
+
+    /// The name used in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Pending => "pending",
+            Self::Closed => "closed",
+        }
+    }
+
+    /// Reads the storage name back.
+    pub fn from_stored(value: &str) -> Option<Self> {
+        match value {
+            "open" => Some(Self::Open),
+            "pending" => Some(Self::Pending),
+            "closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+
+    /// How a sentence names the status.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Open => "Open",
+            Self::Pending => "Pending",
+            Self::Closed => "Closed",
+        }
+    }
+}
+
+/// A live-chat conversation between one visitor and the sales team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Its id.
+    pub id: ConversationId,
+    /// Its tenant.
+    pub workspace_id: WorkspaceId,
+    /// The visitor it is with.
+    pub visitor_id: VisitorId,
+    /// The current status.
+    pub status: Status,
+    /// The agent who started it or last acted on it.
+    pub assignee: Option<AgentRef>,
+    /// When it started.
+    pub create_time: Micros,
+    /// When anything last changed.
+    pub update_time: Micros,
+    /// When the status last changed.
+    pub status_change_time: Micros,
+    /// When it was closed; set exactly when CLOSED.
+    pub close_time: Option<Micros>,
+    /// Starts at 1 and grows by one on every mutation; the etag derives from it.
+    pub version: i64,
+    /// Messages in the thread.
+    pub message_count: i64,
+    /// Messages in the thread that the visitor can see.
+    pub everyone_message_count: i64,
+}
+
+impl Conversation {
+    /// An opaque tag that changes on every mutation. It hashes the id with the
+    /// version so that one conversation's etag never matches another's.
+    pub fn etag(&self) -> String {
+        let digest = Sha256::new()
+            .chain_update(self.id.as_str().as_bytes())
+            .chain_update(b":")
+            .chain_update(self.version.to_be_bytes())
+            .finalize();
+        hex::encode(&digest[..8])
+    }
+
+    /// True exactly when the widget offers "Restart conversation".
+    pub fn restart_available(&self) -> bool {
+        self.status == Status::Closed
+    }
+}

@@ -1,0 +1,755 @@
+//! The status rules and what each mutation writes.
+//!
+//! [`decide`] is the whole rule book as one pure function: given a command,
+//! the conversation as it stands and the time, it returns the [`Change`] to
+//! persist (the new conversation state, the messages and the events) or the
+//! reason it is refused. The store writes a `Change` in one transaction.
+
+use serde::{Deserialize, Serialize};
+
+use super::conversation::{Conversation, Status, WorkspaceId};
+use super::message::{Audience, Author, Message, MessageContent, Transactional, TransactionalKind};
+use super::values::{AgentRef, ConversationId, MessageId, Micros, VisitorId};
+
+/// Something a caller can do to a conversation (other than writing in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// An agent closes it.
+    Close,
+    /// An agent marks it pending.
+    MarkPending,
+    /// An agent reopens it.
+    Reopen,
+    /// The visitor restarts it.
+    Restart,
+    /// The visitor writes.
+    VisitorMessage,
+    /// An agent writes.
+    AgentMessage,
+}
+
+/// Why a change is not allowed in the current status. Each has a stable
+/// reason and a message that says what to do instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The visitor wrote to a closed conversation.
+    #[error("the conversation is closed; restart it to continue")]
+    ClosedToVisitor,
+    /// An agent wrote to a closed conversation.
+    #[error("the conversation is closed; reopen it to write in it")]
+    ClosedToAgent,
+    /// An agent marked a closed conversation pending.
+    #[error("the conversation is closed; reopen it before marking it pending")]
+    ClosedCannotPend,
+    /// Close on a closed conversation.
+    #[error("the conversation is already closed")]
+    AlreadyClosed,
+    /// Mark pending on a pending conversation.
+    #[error("the conversation is already pending")]
+    AlreadyPending,
+    /// Reopen on an open conversation.
+    #[error("the conversation is already open")]
+    AlreadyOpen,
+    /// Restart on a conversation that is not closed.
+    #[error("only a closed conversation can be restarted; this one is {0}")]
+    NotClosed(&'static str),
+}
+
+impl Refusal {
+    /// The stable reason clients branch on.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::ClosedToVisitor | Self::ClosedToAgent | Self::ClosedCannotPend => {
+                "CONVERSATION_CLOSED"
+            }
+            Self::AlreadyClosed => "CONVERSATION_ALREADY_CLOSED",
+            Self::AlreadyPending => "CONVERSATION_ALREADY_PENDING",
+            Self::AlreadyOpen => "CONVERSATION_ALREADY_OPEN",
+            Self::NotClosed(_) => "CONVERSATION_NOT_CLOSED",
+        }
+    }
+}
+
+/// The status table: what `action` does to a conversation in `from`.
+pub fn next_status(from: Status, action: Action) -> Result<Status, Refusal> {
+    use Action::*;
+    use Status::*;
+    match (from, action) {
+        (Open | Pending, Close) => Ok(Closed),
+        (Closed, Close) => Err(Refusal::AlreadyClosed),
+
+        (Open, MarkPending) => Ok(Pending),
+        (Pending, MarkPending) => Err(Refusal::AlreadyPending),
+        (Closed, MarkPending) => Err(Refusal::ClosedCannotPend),
+
+        (Open, Reopen) => Err(Refusal::AlreadyOpen),
+        (Pending | Closed, Reopen) => Ok(Open),
+
+        (Open, Restart) => Err(Refusal::NotClosed("open")),
+        (Pending, Restart) => Err(Refusal::NotClosed("pending")),
+        (Closed, Restart) => Ok(Open),
+
+        (Open | Pending, VisitorMessage) => Ok(Open),
+        (Closed, VisitorMessage) => Err(Refusal::ClosedToVisitor),
+
+        (Open, AgentMessage) => Ok(Open),
+        (Pending, AgentMessage) => Ok(Pending),
+        (Closed, AgentMessage) => Err(Refusal::ClosedToAgent),
+    }
+}
+
+/// Who writes a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sender {
+    /// An agent.
+    Agent(AgentRef),
+    /// The visitor.
+    Visitor(VisitorId),
+}
+
+/// A mutation a caller asks for. Serialized, it is the fingerprint a retried
+/// `request_id` is compared with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Start a new OPEN conversation.
+    Start {
+        /// With whom.
+        visitor_id: VisitorId,
+        /// The agent starting it proactively.
+        agent: Option<AgentRef>,
+    },
+    /// Write a message.
+    SendMessage {
+        /// Where.
+        conversation_id: ConversationId,
+        /// Who.
+        sender: Sender,
+        /// What; never transactional.
+        content: MessageContent,
+    },
+    /// Close, mark pending or reopen (an agent's status change).
+    ChangeStatus {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Close, MarkPending or Reopen.
+        action: AgentAction,
+        /// Who.
+        agent: AgentRef,
+        /// Apply only at this etag.
+        etag: Option<String>,
+    },
+    /// The visitor restarts a closed conversation.
+    Restart {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Who; must be its visitor.
+        visitor_id: VisitorId,
+    },
+}
+
+/// The status changes agents make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAction {
+    /// Close it.
+    Close,
+    /// Mark it pending.
+    MarkPending,
+    /// Reopen it.
+    Reopen,
+}
+
+impl AgentAction {
+    fn action(self) -> Action {
+        match self {
+            Self::Close => Action::Close,
+            Self::MarkPending => Action::MarkPending,
+            Self::Reopen => Action::Reopen,
+        }
+    }
+
+    fn transactional_kind(self) -> TransactionalKind {
+        match self {
+            Self::Close => TransactionalKind::Closed,
+            Self::MarkPending => TransactionalKind::MarkedPending,
+            Self::Reopen => TransactionalKind::Reopened,
+        }
+    }
+}
+
+impl Command {
+    /// The conversation the command acts on; `None` for a start.
+    pub fn conversation_id(&self) -> Option<&ConversationId> {
+        match self {
+            Self::Start { .. } => None,
+            Self::SendMessage {
+                conversation_id, ..
+            }
+            | Self::ChangeStatus {
+                conversation_id, ..
+            }
+            | Self::Restart {
+                conversation_id, ..
+            } => Some(conversation_id),
+        }
+    }
+
+    /// The visitor the command acts as, if it acts as one.
+    pub fn acting_visitor(&self) -> Option<&VisitorId> {
+        match self {
+            Self::Start { visitor_id, .. } | Self::Restart { visitor_id, .. } => Some(visitor_id),
+            Self::SendMessage {
+                sender: Sender::Visitor(visitor_id),
+                ..
+            } => Some(visitor_id),
+            Self::SendMessage {
+                sender: Sender::Agent(_),
+                ..
+            }
+            | Self::ChangeStatus { .. } => None,
+        }
+    }
+
+    /// The agent the command acts as, if it acts as one.
+    pub fn acting_agent(&self) -> Option<&AgentRef> {
+        match self {
+            Self::Start { agent, .. } => agent.as_ref(),
+            Self::SendMessage {
+                sender: Sender::Agent(agent),
+                ..
+            }
+            | Self::ChangeStatus { agent, .. } => Some(agent),
+            Self::SendMessage {
+                sender: Sender::Visitor(_),
+                ..
+            }
+            | Self::Restart { .. } => None,
+        }
+    }
+}
+
+/// Why [`decide`] refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    /// Not allowed in the current status.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The caller's etag is not the conversation's.
+    #[error(
+        "the conversation changed since you read it (etag {given:?} is stale; it is now {current:?}); read it again and retry"
+    )]
+    EtagMismatch {
+        /// What the caller sent.
+        given: String,
+        /// The conversation's etag now.
+        current: String,
+    },
+    /// The named visitor is not the conversation's visitor.
+    #[error("visitor {given:?} is not this conversation's visitor")]
+    VisitorMismatch {
+        /// What the caller sent.
+        given: VisitorId,
+    },
+    /// A command that acts on a conversation was decided without one, or a
+    /// start with one: a bug in the caller of `decide`.
+    #[error("internal: command and conversation do not fit")]
+    Misuse,
+}
+
+/// What an event on the feed says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventPayload {
+    /// A conversation started.
+    ConversationStarted {
+        /// As it started.
+        conversation: Conversation,
+    },
+    /// The status changed.
+    StatusChanged {
+        /// Before.
+        from_status: Status,
+        /// After.
+        to_status: Status,
+        /// Who changed it.
+        actor: Author,
+        /// The conversation after the change.
+        conversation: Conversation,
+    },
+    /// A message was written.
+    MessagePosted {
+        /// The message.
+        message: Message,
+    },
+}
+
+impl EventPayload {
+    /// The kind name used in storage.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ConversationStarted { .. } => "conversation_started",
+            Self::StatusChanged { .. } => "status_changed",
+            Self::MessagePosted { .. } => "message_posted",
+        }
+    }
+
+    /// Who may see the event: a message's audience; everyone for the rest.
+    pub fn audience(&self) -> Audience {
+        match self {
+            Self::MessagePosted { message } => message.audience,
+            Self::ConversationStarted { .. } | Self::StatusChanged { .. } => Audience::Everyone,
+        }
+    }
+}
+
+/// An event to append, in order, with the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Its id.
+    pub event_id: String,
+    /// When.
+    pub create_time: Micros,
+    /// What.
+    pub payload: EventPayload,
+}
+
+/// Everything one mutation writes, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The conversation after the mutation.
+    pub conversation: Conversation,
+    /// True when the conversation is new (insert rather than update).
+    pub created: bool,
+    /// New messages, in thread order.
+    pub messages: Vec<Message>,
+    /// New events, in feed order.
+    pub events: Vec<NewEvent>,
+    /// The message the caller wrote, for SendMessage.
+    pub sent_message: Option<Message>,
+}
+
+/// Makes new ids. The service uses ULIDs; tests can count.
+pub trait IdSource {
+    /// A new conversation id.
+    fn conversation_id(&mut self) -> ConversationId;
+    /// A new message id.
+    fn message_id(&mut self) -> MessageId;
+    /// A new event id.
+    fn event_id(&mut self) -> String;
+}
+
+/// Applies `command` to `current` (None for a start) at `now`.
+pub fn decide(
+    command: &Command,
+    workspace_id: WorkspaceId,
+    current: Option<&Conversation>,
+    now: Micros,
+    ids: &mut dyn IdSource,
+) -> Result<Change, DecideError> {
+    match (command, current) {
+        (Command::Start { visitor_id, agent }, None) => {
+            let conversation = Conversation {
+                id: ids.conversation_id(),
+                workspace_id,
+                visitor_id: visitor_id.clone(),
+                status: Status::Open,
+                assignee: agent.clone(),
+                create_time: now,
+                update_time: now,
+                status_change_time: now,
+                close_time: None,
+                version: 1,
+                message_count: 0,
+                everyone_message_count: 0,
+            };
+            let events = vec![NewEvent {
+                event_id: ids.event_id(),
+                create_time: now,
+                payload: EventPayload::ConversationStarted {
+                    conversation: conversation.clone(),
+                },
+            }];
+            Ok(Change {
+                conversation,
+                created: true,
+                messages: Vec::new(),
+                events,
+                sent_message: None,
+            })
+        }
+        (
+            Command::SendMessage {
+                sender, content, ..
+            },
+            Some(current),
+        ) => {
+            let (action, author) = match sender {
+                Sender::Agent(agent) => (Action::AgentMessage, Author::Agent(agent.clone())),
+                Sender::Visitor(visitor_id) => {
+                    check_visitor(current, visitor_id)?;
+                    (
+                        Action::VisitorMessage,
+                        Author::Visitor {
+                            visitor_id: visitor_id.clone(),
+                        },
+                    )
+                }
+            };
+            let to = next_status(current.status, action)?;
+            let mut change = Builder::new(current, now, ids);
+            if let Sender::Agent(agent) = sender {
+                change.conversation.assignee = Some(agent.clone());
+            }
+            let sent = change.post(author.clone(), Audience::Everyone, content.clone());
+            if to != current.status {
+                // Only a visitor reply on PENDING moves the status here.
+                change.change_status(to, author, TransactionalKind::ReopenedByVisitorReply);
+            }
+            let mut change = change.finish();
+            change.sent_message = Some(sent);
+            Ok(change)
+        }
+        (
+            Command::ChangeStatus {
+                action,
+                agent,
+                etag,
+                ..
+            },
+            Some(current),
+        ) => {
+            if let Some(given) = etag {
+                let now_etag = current.etag();
+                if *given != now_etag {
+                    return Err(DecideError::EtagMismatch {
+                        given: given.clone(),
+                        current: now_etag,
+                    });
+                }
+            }
+            let to = next_status(current.status, action.action())?;
+            let mut change = Builder::new(current, now, ids);
+            change.conversation.assignee = Some(agent.clone());
+            change.change_status(
+                to,
+                Author::Agent(agent.clone()),
+                action.transactional_kind(),
+            );
+            Ok(change.finish())
+        }
+        (Command::Restart { visitor_id, .. }, Some(current)) => {
+            check_visitor(current, visitor_id)?;
+            let to = next_status(current.status, Action::Restart)?;
+            let mut change = Builder::new(current, now, ids);
+            let actor = Author::Visitor {
+                visitor_id: visitor_id.clone(),
+            };
+            change.change_status(to, actor, TransactionalKind::Restarted);
+            Ok(change.finish())
+        }
+        (Command::Start { .. }, Some(_))
+        | (
+            Command::SendMessage { .. } | Command::ChangeStatus { .. } | Command::Restart { .. },
+            None,
+        ) => Err(DecideError::Misuse),
+    }
+}
+
+fn check_visitor(current: &Conversation, given: &VisitorId) -> Result<(), DecideError> {
+    if current.visitor_id == *given {
+        Ok(())
+    } else {
+        Err(DecideError::VisitorMismatch {
+            given: given.clone(),
+        })
+    }
+}
+
+/// Accumulates the writes of a mutation on an existing conversation.
+struct Builder<'a> {
+    conversation: Conversation,
+    now: Micros,
+    ids: &'a mut dyn IdSource,
+    messages: Vec<Message>,
+    events: Vec<NewEvent>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(current: &Conversation, now: Micros, ids: &'a mut dyn IdSource) -> Self {
+        let mut conversation = current.clone();
+        conversation.version += 1;
+        // Never move update_time backwards, even if the clock does.
+        conversation.update_time = now.max(current.update_time);
+        Self {
+            conversation,
+            now: now.max(current.update_time),
+            ids,
+            messages: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn post(&mut self, author: Author, audience: Audience, content: MessageContent) -> Message {
+        self.conversation.message_count += 1;
+        if audience == Audience::Everyone {
+            self.conversation.everyone_message_count += 1;
+        }
+        let message = Message {
+            id: self.ids.message_id(),
+            conversation_id: self.conversation.id.clone(),
+            position: self.conversation.message_count,
+            author,
+            audience,
+            create_time: self.now,
+            content,
+        };
+        self.messages.push(message.clone());
+        self.events.push(NewEvent {
+            event_id: self.ids.event_id(),
+            create_time: self.now,
+            payload: EventPayload::MessagePosted {
+                message: message.clone(),
+            },
+        });
+        message
+    }
+
+    fn change_status(&mut self, to: Status, actor: Author, kind: TransactionalKind) {
+        let from = self.conversation.status;
+        self.conversation.status = to;
+        self.conversation.status_change_time = self.now;
+        self.conversation.close_time = (to == Status::Closed).then_some(self.now);
+        // The event's snapshot is filled in by `finish`, once every write of
+        // the mutation is counted.
+        self.events.push(NewEvent {
+            event_id: self.ids.event_id(),
+            create_time: self.now,
+            payload: EventPayload::StatusChanged {
+                from_status: from,
+                to_status: to,
+                actor: actor.clone(),
+                conversation: self.conversation.clone(),
+            },
+        });
+        let transactional = Transactional::new(kind, from, to, actor);
+        self.post(
+            Author::System,
+            kind.audience(),
+            MessageContent::Transactional(transactional),
+        );
+    }
+
+    fn finish(mut self) -> Change {
+        for event in &mut self.events {
+            if let EventPayload::StatusChanged { conversation, .. } = &mut event.payload {
+                *conversation = self.conversation.clone();
+            }
+        }
+        Change {
+            conversation: self.conversation,
+            created: false,
+            messages: self.messages,
+            events: self.events,
+            sent_message: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::values::{AgentId, Channel, DisplayName, MessageText};
+
+    struct Counter(u32);
+    impl IdSource for Counter {
+        fn conversation_id(&mut self) -> ConversationId {
+            self.0 += 1;
+            ConversationId::parse(&format!("conv_{}", self.0)).unwrap()
+        }
+        fn message_id(&mut self) -> MessageId {
+            self.0 += 1;
+            MessageId::parse(&format!("msg_{}", self.0)).unwrap()
+        }
+        fn event_id(&mut self) -> String {
+            self.0 += 1;
+            format!("evt_{}", self.0)
+        }
+    }
+
+    fn agent() -> AgentRef {
+        AgentRef {
+            agent_id: AgentId::parse("dana").unwrap(),
+            display_name: DisplayName::parse("Dana").unwrap(),
+            channel: Channel::Slack,
+        }
+    }
+
+    fn visitor() -> VisitorId {
+        VisitorId::parse("v-1").unwrap()
+    }
+
+    fn started(status: Status) -> Conversation {
+        let start = Command::Start {
+            visitor_id: visitor(),
+            agent: None,
+        };
+        let mut c = decide(&start, WorkspaceId(1), None, Micros(10), &mut Counter(0))
+            .unwrap()
+            .conversation;
+        c.status = status;
+        c
+    }
+
+    #[test]
+    fn the_status_table_holds_in_every_cell() {
+        use Action::*;
+        use Status::*;
+        let table: [(Status, Action, Option<Status>); 18] = [
+            (Open, Close, Some(Closed)),
+            (Open, MarkPending, Some(Pending)),
+            (Open, Reopen, None),
+            (Open, Restart, None),
+            (Open, VisitorMessage, Some(Open)),
+            (Open, AgentMessage, Some(Open)),
+            (Pending, Close, Some(Closed)),
+            (Pending, MarkPending, None),
+            (Pending, Reopen, Some(Open)),
+            (Pending, Restart, None),
+            (Pending, VisitorMessage, Some(Open)),
+            (Pending, AgentMessage, Some(Pending)),
+            (Closed, Close, None),
+            (Closed, MarkPending, None),
+            (Closed, Reopen, Some(Open)),
+            (Closed, Restart, Some(Open)),
+            (Closed, VisitorMessage, None),
+            (Closed, AgentMessage, None),
+        ];
+        for (from, action, expected) in table {
+            assert_eq!(
+                next_status(from, action).ok(),
+                expected,
+                "{from:?} {action:?}"
+            );
+        }
+        assert_eq!(
+            next_status(Closed, VisitorMessage).unwrap_err().reason(),
+            "CONVERSATION_CLOSED"
+        );
+    }
+
+    #[test]
+    fn visitor_reply_on_pending_writes_message_status_change_and_agents_note() {
+        let current = started(Status::Pending);
+        let command = Command::SendMessage {
+            conversation_id: current.id.clone(),
+            sender: Sender::Visitor(visitor()),
+            content: MessageContent::Text {
+                text: MessageText::parse("still there?").unwrap(),
+            },
+        };
+        let change = decide(
+            &command,
+            WorkspaceId(1),
+            Some(&current),
+            Micros(20),
+            &mut Counter(100),
+        )
+        .unwrap();
+        assert_eq!(change.conversation.status, Status::Open);
+        assert_eq!(change.messages.len(), 2);
+        assert_eq!(change.messages[0].position, 1);
+        assert_eq!(change.messages[1].audience, Audience::Agents);
+        assert_eq!(change.conversation.message_count, 2);
+        assert_eq!(change.conversation.everyone_message_count, 1);
+        let kinds: Vec<_> = change.events.iter().map(|e| e.payload.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["message_posted", "status_changed", "message_posted"]
+        );
+        match &change.events[1].payload {
+            EventPayload::StatusChanged { conversation, .. } => {
+                assert_eq!(conversation, &change.conversation)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stale_etag_is_refused_before_the_status_rules() {
+        let current = started(Status::Closed);
+        let command = Command::ChangeStatus {
+            conversation_id: current.id.clone(),
+            action: AgentAction::Close,
+            agent: agent(),
+            etag: Some("stale".into()),
+        };
+        let err = decide(
+            &command,
+            WorkspaceId(1),
+            Some(&current),
+            Micros(20),
+            &mut Counter(0),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecideError::EtagMismatch { .. }));
+    }
+
+    #[test]
+    fn close_sets_close_time_and_reopen_clears_it() {
+        let current = started(Status::Open);
+        let close = Command::ChangeStatus {
+            conversation_id: current.id.clone(),
+            action: AgentAction::Close,
+            agent: agent(),
+            etag: Some(current.etag()),
+        };
+        let closed = decide(
+            &close,
+            WorkspaceId(1),
+            Some(&current),
+            Micros(20),
+            &mut Counter(0),
+        )
+        .unwrap()
+        .conversation;
+        assert_eq!(closed.close_time, Some(Micros(20)));
+        assert!(closed.restart_available());
+        assert_ne!(closed.etag(), current.etag());
+        let reopen = Command::ChangeStatus {
+            conversation_id: current.id.clone(),
+            action: AgentAction::Reopen,
+            agent: agent(),
+            etag: None,
+        };
+        let reopened = decide(
+            &reopen,
+            WorkspaceId(1),
+            Some(&closed),
+            Micros(30),
+            &mut Counter(50),
+        )
+        .unwrap();
+        assert_eq!(reopened.conversation.close_time, None);
+        assert_eq!(reopened.messages[0].audience, Audience::Everyone);
+    }
+
+    #[test]
+    fn another_visitor_cannot_restart() {
+        let current = started(Status::Closed);
+        let command = Command::Restart {
+            conversation_id: current.id.clone(),
+            visitor_id: VisitorId::parse("someone-else").unwrap(),
+        };
+        let err = decide(
+            &command,
+            WorkspaceId(1),
+            Some(&current),
+            Micros(20),
+            &mut Counter(0),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecideError::VisitorMismatch { .. }));
+    }
+}

@@ -1,0 +1,293 @@
+//! Messages in a conversation's thread, and the sentences transactional
+//! messages say.
+
+use serde::{Deserialize, Serialize};
+
+use super::conversation::Status;
+use super::values::{
+    AgentRef, Channel, ConversationId, DisplayName, HttpsUrl, Label, MessageId, MessageText,
+    Micros, VisitorId,
+};
+
+/// Who may see a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// The visitor and the agents.
+    Everyone,
+    /// Only the agents.
+    Agents,
+}
+
+impl Audience {
+    /// The name used in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Everyone => "everyone",
+            Self::Agents => "agents",
+        }
+    }
+
+    /// Reads the storage name back; anything unknown is treated as the
+    /// narrower audience.
+    pub fn from_stored(value: &str) -> Self {
+        if value == "everyone" {
+            Self::Everyone
+        } else {
+            Self::Agents
+        }
+    }
+}
+
+/// Who wrote a message, or made a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Author {
+    /// The website visitor.
+    Visitor {
+        /// Which visitor.
+        visitor_id: VisitorId,
+    },
+    /// A sales agent.
+    Agent(AgentRef),
+    /// The conversation flow bot.
+    Bot,
+    /// The service itself.
+    System,
+}
+
+impl Author {
+    /// An agent's display name, or nothing for other authors.
+    pub fn display_name(&self) -> &str {
+        match self {
+            Self::Agent(agent) => agent.display_name.as_str(),
+            Self::Visitor { .. } | Self::Bot | Self::System => "",
+        }
+    }
+
+    /// Where the author wrote from.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Self::Agent(agent) => agent.channel,
+            Self::Visitor { .. } => Channel::Widget,
+            Self::Bot | Self::System => Channel::Unspecified,
+        }
+    }
+}
+
+/// What a transactional message records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionalKind {
+    /// An agent closed the conversation.
+    Closed,
+    /// An agent marked it pending.
+    MarkedPending,
+    /// An agent reopened it.
+    Reopened,
+    /// The visitor restarted it.
+    Restarted,
+    /// The visitor replied while it was pending.
+    ReopenedByVisitorReply,
+}
+
+impl TransactionalKind {
+    /// Who sees the message: only a reopen by an agent is told to the
+    /// visitor; the rest are for the Inbox thread.
+    pub fn audience(self) -> Audience {
+        match self {
+            Self::Reopened => Audience::Everyone,
+            Self::Closed | Self::MarkedPending | Self::Restarted | Self::ReopenedByVisitorReply => {
+                Audience::Agents
+            }
+        }
+    }
+}
+
+/// A status change written into the thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transactional {
+    /// What happened.
+    pub kind: TransactionalKind,
+    /// The status before.
+    pub from_status: Status,
+    /// The status after.
+    pub to_status: Status,
+    /// Who made the change.
+    pub actor: Author,
+    /// The change as an English sentence.
+    pub text: String,
+}
+
+impl Transactional {
+    /// Records a change and renders its sentence.
+    pub fn new(
+        kind: TransactionalKind,
+        from_status: Status,
+        to_status: Status,
+        actor: Author,
+    ) -> Self {
+        let text = render(kind, from_status, to_status, &actor);
+        Self {
+            kind,
+            from_status,
+            to_status,
+            actor,
+            text,
+        }
+    }
+}
+
+fn render(kind: TransactionalKind, from: Status, to: Status, actor: &Author) -> String {
+    let who = match actor {
+        Author::Agent(agent) => agent.shown_name().to_owned(),
+        Author::Visitor { .. } => "The visitor".to_owned(),
+        Author::Bot => "The bot".to_owned(),
+        Author::System => "The system".to_owned(),
+    };
+    // Agent-only sentences say which channel the agent acted from; the one the
+    // visitor also sees does not, since Slack or Teams means nothing to them.
+    let from_channel = match actor.channel().label() {
+        Some(label) if kind.audience() == Audience::Agents && matches!(actor, Author::Agent(_)) => {
+            format!(" from {label}")
+        }
+        _ => String::new(),
+    };
+    match kind {
+        TransactionalKind::Closed => format!("{who} closed the conversation{from_channel}."),
+        TransactionalKind::MarkedPending => {
+            format!("{who} marked the conversation as pending{from_channel}.")
+        }
+        TransactionalKind::Reopened => format!("{who} reopened the conversation."),
+        TransactionalKind::Restarted => format!("{who} restarted the conversation."),
+        TransactionalKind::ReopenedByVisitorReply => format!(
+            "{who} replied, so the conversation moved from {} to {}.",
+            from.label(),
+            to.label()
+        ),
+    }
+}
+
+/// A proposed appointment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appointment {
+    /// When it starts.
+    pub start_time: Micros,
+    /// How long it lasts, in microseconds.
+    pub duration_micros: i64,
+    /// A title; may be empty.
+    pub title: Label,
+    /// A booking or meeting link.
+    pub url: Option<HttpsUrl>,
+}
+
+/// What a message says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MessageContent {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: MessageText,
+    },
+    /// A link to an online meeting.
+    MeetingLink {
+        /// Where to join.
+        url: HttpsUrl,
+        /// Who hosts it, e.g. "Zoom"; may be empty.
+        provider: Label,
+    },
+    /// A proposed appointment.
+    Appointment(Appointment),
+    /// A status change.
+    Transactional(Transactional),
+}
+
+/// One message in a thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Its id.
+    pub id: MessageId,
+    /// Its conversation.
+    pub conversation_id: ConversationId,
+    /// 1, 2, 3… within the thread.
+    pub position: i64,
+    /// Who wrote it.
+    pub author: Author,
+    /// Who may see it.
+    pub audience: Audience,
+    /// When it was written.
+    pub create_time: Micros,
+    /// What it says.
+    pub content: MessageContent,
+}
+
+/// Makes an agent author from its parts as stored.
+pub fn stored_agent(agent_id: String, display_name: String, channel: &str) -> AgentRef {
+    AgentRef {
+        agent_id: super::values::AgentId::from_trusted(agent_id),
+        display_name: DisplayName::from_trusted(display_name),
+        channel: Channel::from_stored(channel),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::values::AgentId;
+
+    fn dana(channel: Channel) -> Author {
+        Author::Agent(AgentRef {
+            agent_id: AgentId::parse("agent-dana").unwrap(),
+            display_name: DisplayName::parse("Dana").unwrap(),
+            channel,
+        })
+    }
+
+    #[test]
+    fn close_sentence_names_the_agent_and_channel() {
+        let t = Transactional::new(
+            TransactionalKind::Closed,
+            Status::Open,
+            Status::Closed,
+            dana(Channel::Slack),
+        );
+        assert_eq!(t.text, "Dana closed the conversation from Slack.");
+        let t = Transactional::new(
+            TransactionalKind::Closed,
+            Status::Open,
+            Status::Closed,
+            dana(Channel::Unspecified),
+        );
+        assert_eq!(t.text, "Dana closed the conversation.");
+    }
+
+    #[test]
+    fn reopen_sentence_seen_by_the_visitor_names_no_channel() {
+        let t = Transactional::new(
+            TransactionalKind::Reopened,
+            Status::Closed,
+            Status::Open,
+            dana(Channel::MsTeams),
+        );
+        assert_eq!(t.text, "Dana reopened the conversation.");
+        assert_eq!(TransactionalKind::Reopened.audience(), Audience::Everyone);
+    }
+
+    #[test]
+    fn visitor_reply_sentence_says_the_move() {
+        let visitor = Author::Visitor {
+            visitor_id: VisitorId::parse("v").unwrap(),
+        };
+        let t = Transactional::new(
+            TransactionalKind::ReopenedByVisitorReply,
+            Status::Pending,
+            Status::Open,
+            visitor,
+        );
+        assert_eq!(
+            t.text,
+            "The visitor replied, so the conversation moved from Pending to Open."
+        );
+    }
+}

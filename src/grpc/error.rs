@@ -1,0 +1,125 @@
+//! The one mapping from application errors to gRPC statuses. Every variant
+//! is matched by name, so a new one cannot silently become INTERNAL.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    app::{AppError, AuthError},
+    domain::DecideError,
+};
+
+/// `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "conversations";
+
+fn status(code: Code, reason: &str, message: String, metadata: HashMap<String, String>) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// One bad field as a status: INVALID_ARGUMENT with a BadRequest detail.
+pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
+    AppError::InvalidArgument(vec![crate::app::FieldViolation {
+        field: field.to_owned(),
+        description: description.into(),
+    }])
+    .into()
+}
+
+impl From<AppError> for Status {
+    fn from(error: AppError) -> Self {
+        let message = error.to_string();
+        match error {
+            AppError::InvalidArgument(violations) => {
+                let summary = violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let mut details =
+                    ErrorDetails::with_error_info("INVALID_REQUEST", ERROR_DOMAIN, HashMap::new());
+                for violation in violations {
+                    details.add_bad_request_violation(violation.field, violation.description);
+                }
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid request: {summary}"),
+                    details,
+                )
+            }
+            AppError::NotFound(id) => status(
+                Code::NotFound,
+                "CONVERSATION_NOT_FOUND",
+                message,
+                HashMap::from([("conversation_id".to_owned(), id)]),
+            ),
+            AppError::PermissionDenied(_) => status(
+                Code::PermissionDenied,
+                "ROLE_NOT_PERMITTED",
+                message,
+                HashMap::new(),
+            ),
+            AppError::Unauthenticated(AuthError::Missing) => status(
+                Code::Unauthenticated,
+                "API_KEY_MISSING",
+                message,
+                HashMap::new(),
+            ),
+            AppError::Unauthenticated(AuthError::Invalid) => status(
+                Code::Unauthenticated,
+                "API_KEY_INVALID",
+                message,
+                HashMap::new(),
+            ),
+            AppError::Decide(DecideError::Refused(refusal)) => status(
+                Code::FailedPrecondition,
+                refusal.reason(),
+                message,
+                HashMap::new(),
+            ),
+            AppError::Decide(DecideError::EtagMismatch { current, .. }) => status(
+                Code::Aborted,
+                "ETAG_MISMATCH",
+                message,
+                HashMap::from([("current_etag".to_owned(), current)]),
+            ),
+            AppError::Decide(DecideError::VisitorMismatch { .. }) => {
+                let mut details =
+                    ErrorDetails::with_error_info("VISITOR_MISMATCH", ERROR_DOMAIN, HashMap::new());
+                details
+                    .add_bad_request_violation("visitor_id", "is not this conversation's visitor");
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            AppError::RequestIdReused(_) => status(
+                Code::InvalidArgument,
+                "REQUEST_ID_REUSED",
+                message,
+                HashMap::new(),
+            ),
+            AppError::InvalidPageToken => {
+                let mut details = ErrorDetails::with_error_info(
+                    "INVALID_PAGE_TOKEN",
+                    ERROR_DOMAIN,
+                    HashMap::new(),
+                );
+                details.add_bad_request_violation("page_token", "was not issued for this request");
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            AppError::Decide(DecideError::Misuse) | AppError::Store(_) => {
+                // The detail is for operators, never for clients.
+                tracing::error!(error = %message, "internal error");
+                status(
+                    Code::Internal,
+                    "INTERNAL",
+                    "internal error; retry later".to_owned(),
+                    HashMap::new(),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The gRPC surface: protobuf conversions, the status mapping and the service
+//! handlers. Protobuf types never leave this module (and `pb`).
+
+pub mod convert;
+pub mod error;
+pub mod service;
+
+pub use service::ConversationsApi;

@@ -1,0 +1,337 @@
+//! The ConversationService handlers: authenticate, parse and validate the
+//! request into a domain command or query, delegate to the application, and
+//! convert the answer for the caller's role.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, Fields, page_size, page_token, to_conversation, to_message};
+use crate::{
+    app::{App, Caller, mutations::Outcome, queries::count_of},
+    domain::{
+        Command, Status as ConversationStatus,
+        lifecycle::{AgentAction, Sender},
+        values::{AgentId, ConversationId, RequestId, VisitorId},
+    },
+    pb::{self, conversation_service_server::ConversationService},
+    store::conversations::ListFilter,
+};
+
+/// Serves `conversations.v1.ConversationService`.
+#[derive(Debug, Clone)]
+pub struct ConversationsApi {
+    app: App,
+}
+
+impl ConversationsApi {
+    /// Serves the application's use cases over gRPC.
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or_default());
+        Ok(self.app.authenticate(authorization).await?)
+    }
+
+    async fn run(
+        &self,
+        caller: &Caller,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> Result<Outcome, Status> {
+        Ok(self.app.execute(caller, request_id, command).await?)
+    }
+
+    /// Close, mark pending and reopen share their request shape.
+    async fn change_status(
+        &self,
+        caller: &Caller,
+        action: AgentAction,
+        conversation_id: &str,
+        agent: Option<&pb::AgentRef>,
+        etag: &str,
+        request_id: &str,
+    ) -> Result<(pb::Conversation, i64), Status> {
+        let mut f = Fields::default();
+        let conversation_id = f.check("conversation_id", ConversationId::parse(conversation_id));
+        let agent = convert::agent(&mut f, "agent", agent);
+        let request_id = f.optional("request_id", request_id, RequestId::parse);
+        let etag = (!etag.is_empty()).then(|| etag.to_owned());
+        let command = f.done((|| {
+            Some(Command::ChangeStatus {
+                conversation_id: conversation_id?,
+                action,
+                agent: agent?,
+                etag,
+            })
+        })())?;
+        let outcome = self.run(caller, request_id, command).await?;
+        Ok((
+            to_conversation(&outcome.conversation, caller.role),
+            outcome.event_sequence,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl ConversationService for ConversationsApi {
+    #[tracing::instrument(skip_all)]
+    async fn start_conversation(
+        &self,
+        request: Request<pb::StartConversationRequest>,
+    ) -> Result<Response<pb::StartConversationResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let visitor_id = f.check("visitor_id", VisitorId::parse(&req.visitor_id));
+        let agent = req
+            .agent
+            .as_ref()
+            .map(|a| convert::agent(&mut f, "agent", Some(a)));
+        let request_id = f.optional("request_id", &req.request_id, RequestId::parse);
+        let command = f.done((|| {
+            Some(Command::Start {
+                visitor_id: visitor_id?,
+                agent: agent.flatten(),
+            })
+        })())?;
+        let outcome = self.run(&caller, request_id, command).await?;
+        Ok(Response::new(pb::StartConversationResponse {
+            conversation: Some(to_conversation(&outcome.conversation, caller.role)),
+            event_sequence: outcome.event_sequence,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::GetConversationResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let conversation_id = f.check(
+            "conversation_id",
+            ConversationId::parse(&req.conversation_id),
+        );
+        let visitor_id = f.optional("visitor_id", &req.visitor_id, VisitorId::parse);
+        let conversation_id = f.done(conversation_id)?;
+        let conversation = self
+            .app
+            .get_conversation(&caller, &conversation_id, visitor_id.as_ref())
+            .await?;
+        Ok(Response::new(pb::GetConversationResponse {
+            conversation: Some(to_conversation(&conversation, caller.role)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let statuses = convert::statuses(&mut f, &req.statuses);
+        let assignee_agent_id =
+            f.optional("assignee_agent_id", &req.assignee_agent_id, AgentId::parse);
+        let visitor_id = f.optional("visitor_id", &req.visitor_id, VisitorId::parse);
+        let size = page_size(&mut f, req.page_size);
+        let filter = f.done(Some(ListFilter {
+            statuses,
+            assignee_agent_id,
+            visitor_id,
+        }))?;
+        let page = self
+            .app
+            .list_conversations(&caller, filter, size, page_token(&req.page_token))
+            .await?;
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations: page
+                .conversations
+                .iter()
+                .map(|c| to_conversation(c, caller.role))
+                .collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+            status_counts: Some(pb::StatusCounts {
+                open: count_of(&page.status_counts, ConversationStatus::Open),
+                pending: count_of(&page.status_counts, ConversationStatus::Pending),
+                closed: count_of(&page.status_counts, ConversationStatus::Closed),
+            }),
+            as_of_sequence: page.as_of_sequence,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        use pb::send_message_request::Sender as PbSender;
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let conversation_id = f.check(
+            "conversation_id",
+            ConversationId::parse(&req.conversation_id),
+        );
+        let sender = match &req.sender {
+            Some(PbSender::Agent(agent)) => {
+                convert::agent(&mut f, "agent", Some(agent)).map(Sender::Agent)
+            }
+            Some(PbSender::VisitorId(visitor_id)) => f
+                .check("visitor_id", VisitorId::parse(visitor_id))
+                .map(Sender::Visitor),
+            None => {
+                f.violation("sender", "is required: set agent or visitor_id");
+                None
+            }
+        };
+        let content = convert::content(&mut f, req.content.as_ref());
+        let request_id = f.optional("request_id", &req.request_id, RequestId::parse);
+        let command = f.done((|| {
+            Some(Command::SendMessage {
+                conversation_id: conversation_id?,
+                sender: sender?,
+                content: content?,
+            })
+        })())?;
+        let outcome = self.run(&caller, request_id, command).await?;
+        Ok(Response::new(pb::SendMessageResponse {
+            message: outcome.message.as_ref().map(to_message),
+            conversation: Some(to_conversation(&outcome.conversation, caller.role)),
+            event_sequence: outcome.event_sequence,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let conversation_id = f.check(
+            "conversation_id",
+            ConversationId::parse(&req.conversation_id),
+        );
+        let visitor_id = f.optional("visitor_id", &req.visitor_id, VisitorId::parse);
+        let size = page_size(&mut f, req.page_size);
+        let conversation_id = f.done(conversation_id)?;
+        let page = self
+            .app
+            .list_messages(
+                &caller,
+                &conversation_id,
+                visitor_id.as_ref(),
+                size,
+                page_token(&req.page_token),
+            )
+            .await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: page.messages.iter().map(to_message).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn close_conversation(
+        &self,
+        request: Request<pb::CloseConversationRequest>,
+    ) -> Result<Response<pb::CloseConversationResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let (conversation, event_sequence) = self
+            .change_status(
+                &caller,
+                AgentAction::Close,
+                &r.conversation_id,
+                r.agent.as_ref(),
+                &r.etag,
+                &r.request_id,
+            )
+            .await?;
+        Ok(Response::new(pb::CloseConversationResponse {
+            conversation: Some(conversation),
+            event_sequence,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn mark_conversation_pending(
+        &self,
+        request: Request<pb::MarkConversationPendingRequest>,
+    ) -> Result<Response<pb::MarkConversationPendingResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let (conversation, event_sequence) = self
+            .change_status(
+                &caller,
+                AgentAction::MarkPending,
+                &r.conversation_id,
+                r.agent.as_ref(),
+                &r.etag,
+                &r.request_id,
+            )
+            .await?;
+        Ok(Response::new(pb::MarkConversationPendingResponse {
+            conversation: Some(conversation),
+            event_sequence,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reopen_conversation(
+        &self,
+        request: Request<pb::ReopenConversationRequest>,
+    ) -> Result<Response<pb::ReopenConversationResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let (conversation, event_sequence) = self
+            .change_status(
+                &caller,
+                AgentAction::Reopen,
+                &r.conversation_id,
+                r.agent.as_ref(),
+                &r.etag,
+                &r.request_id,
+            )
+            .await?;
+        Ok(Response::new(pb::ReopenConversationResponse {
+            conversation: Some(conversation),
+            event_sequence,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn restart_conversation(
+        &self,
+        request: Request<pb::RestartConversationRequest>,
+    ) -> Result<Response<pb::RestartConversationResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let conversation_id = f.check(
+            "conversation_id",
+            ConversationId::parse(&req.conversation_id),
+        );
+        let visitor_id = f.check("visitor_id", VisitorId::parse(&req.visitor_id));
+        let request_id = f.optional("request_id", &req.request_id, RequestId::parse);
+        let command = f.done((|| {
+            Some(Command::Restart {
+                conversation_id: conversation_id?,
+                visitor_id: visitor_id?,
+            })
+        })())?;
+        let outcome = self.run(&caller, request_id, command).await?;
+        Ok(Response::new(pb::RestartConversationResponse {
+            conversation: Some(to_conversation(&outcome.conversation, caller.role)),
+            event_sequence: outcome.event_sequence,
+        }))
+    }
+}

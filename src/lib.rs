@@ -1,0 +1,35 @@
+//! # conversations
+//!
+//! A gRPC service that runs the status lifecycle of live-chat conversations
+//! between website visitors and a sales team.
+//!
+//! The layers, from the outside in:
+//! - [`grpc`]: tonic handlers that authenticate, validate and convert a
+//!   request, then delegate. Protobuf types stop here.
+//! - [`app`]: the use cases: roles, one transaction per mutation with its
+//!   idempotency record, page tokens, administration.
+//! - [`domain`]: the pure rules: the status table, what each mutation writes,
+//!   the sentences of transactional messages, validated values. No I/O.
+//! - [`store`]: all SQL, on SQLite (WAL). A mutation's conversation row,
+//!   messages, events and idempotency record commit together or not at all.
+//!
+//! [`startup`] assembles the server (reflection, health, limits, graceful
+//! shutdown); [`config`] is the command line.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+/// The generated protobuf and tonic code of `proto/conversations/v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("conversations.v1");
+
+    /// The encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("conversations_descriptor");
+}

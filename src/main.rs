@@ -1,0 +1,89 @@
+//! The `conversations` binary: parses the command line and calls into the
+//! library. What it prints on stdout is meant for people and scripts; logs go
+//! to stderr.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use conversations::{
+    app::admin,
+    config::{Cli, Command, KeyCommand, Settings, WorkspaceCommand},
+    startup::{Application, shutdown_signal},
+    store::Store,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init("info");
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings {
+                listen: args.listen,
+                database: cli.database,
+            };
+            let application = Application::build(&settings).await?;
+            if let Some(keys) = admin::bootstrap(application.app().store()).await? {
+                println!(
+                    "Created workspace `{}` in {}.",
+                    admin::DEFAULT_WORKSPACE,
+                    settings.database.display()
+                );
+                println!("These keys are shown once; only their hashes are stored:");
+                println!("agent key: {}", keys.agent.token);
+                println!("visitor key: {}", keys.visitor.token);
+                println!(
+                    "Make more with: conversations key create --workspace {} --role agent|visitor",
+                    admin::DEFAULT_WORKSPACE
+                );
+            }
+            println!("Listening on {}", application.local_addr());
+            application.run_until(shutdown_signal()).await?;
+        }
+        Command::Workspace {
+            command: WorkspaceCommand::Create { name },
+        } => {
+            let store = Store::open(&cli.database).await?;
+            admin::create_workspace(&store, &name).await?;
+            store.close().await;
+            println!("Created workspace `{name}`.");
+            println!("Make a key with: conversations key create --workspace {name} --role agent");
+        }
+        Command::Key {
+            command: KeyCommand::Create { workspace, role },
+        } => {
+            let store = Store::open(&cli.database).await?;
+            let key = admin::create_key(&store, &workspace, role.into()).await?;
+            store.close().await;
+            println!(
+                "{} key: {}",
+                conversations::domain::credentials::Role::from(role).as_str(),
+                key.token
+            );
+            println!(
+                "key id: {} (revoke with: conversations key revoke {})",
+                key.key_id, key.key_id
+            );
+        }
+        Command::Key {
+            command: KeyCommand::Revoke { key },
+        } => {
+            let store = Store::open(&cli.database).await?;
+            admin::revoke_key(&store, &key).await?;
+            store.close().await;
+            println!("Revoked.");
+        }
+    }
+    Ok(())
+}

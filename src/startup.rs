@@ -1,0 +1,176 @@
+//! Assembles the server: binds the listener first (so a test on port 0 knows
+//! its address before serving), opens the store, and serves the conversation
+//! service with reflection, health, message size limits and graceful
+//! shutdown.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    app::App,
+    config::Settings,
+    grpc::ConversationsApi,
+    pb::{self, conversation_service_server::ConversationServiceServer},
+    store::{Store, StoreError},
+};
+
+/// Largest request message the server decodes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest response message the server encodes.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How often forgotten request ids are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be opened or migrated.
+    #[error("could not open the database: {0}")]
+    Store(#[from] StoreError),
+    /// The address could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reflection could not load the descriptors.
+    #[error("could not build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A bound, not yet serving, server.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: App,
+}
+
+impl Application {
+    /// Opens the store and binds the listener.
+    pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        let store = Store::open(&settings.database).await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            app: App::new(store),
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The use cases, e.g. for bootstrapping keys before serving.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `shutdown` completes, then stops taking calls, lets the
+    /// calls in flight finish, and closes the database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ConversationServiceServer<ConversationsApi>>()
+            .await;
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        // grpcurl 1.8 and many other tools still ask v1alpha.
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let conversations = ConversationServiceServer::new(ConversationsApi::new(self.app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+
+        let purger = tokio::spawn(purge_request_ids(self.app.clone()));
+        let store = self.app.store().clone();
+        tracing::info!(address = %self.local_addr, "serving conversations.v1.ConversationService");
+        let result = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(conversations)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing calls in flight");
+                health
+                    .set_not_serving::<ConversationServiceServer<ConversationsApi>>()
+                    .await;
+            })
+            .await;
+        purger.abort();
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(result?)
+    }
+}
+
+async fn purge_request_ids(app: App) {
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    loop {
+        every.tick().await;
+        match app.purge_request_ids().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "forgot request ids older than 24 hours"),
+            Err(error) => tracing::warn!(%error, "could not purge old request ids"),
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,212 @@
+//! Conversations: read one, list a page, count per status, insert, update.
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, sqlite::SqliteRow};
+
+use super::{StoreError, micros};
+use crate::domain::{
+    Conversation, Micros, Status, WorkspaceId,
+    message::stored_agent,
+    values::{AgentId, ConversationId, VisitorId},
+};
+
+const COLUMNS: &str = "conversation_id, workspace_id, visitor_id, status, assignee_agent_id, \
+     assignee_display_name, assignee_channel, create_time, update_time, status_change_time, \
+     close_time, version, message_count, everyone_message_count";
+
+fn from_row(row: &SqliteRow) -> Result<Conversation, StoreError> {
+    let status: String = row.try_get("status")?;
+    let assignee = match row.try_get::<Option<String>, _>("assignee_agent_id")? {
+        Some(agent_id) => Some(stored_agent(
+            agent_id,
+            row.try_get::<Option<String>, _>("assignee_display_name")?
+                .unwrap_or_default(),
+            &row.try_get::<Option<String>, _>("assignee_channel")?
+                .unwrap_or_default(),
+        )),
+        None => None,
+    };
+    Ok(Conversation {
+        id: ConversationId::from_trusted(row.try_get("conversation_id")?),
+        workspace_id: WorkspaceId(row.try_get("workspace_id")?),
+        visitor_id: VisitorId::from_trusted(row.try_get("visitor_id")?),
+        status: Status::from_stored(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status:?}")))?,
+        assignee,
+        create_time: Micros(row.try_get("create_time")?),
+        update_time: Micros(row.try_get("update_time")?),
+        status_change_time: Micros(row.try_get("status_change_time")?),
+        close_time: micros(row.try_get("close_time")?),
+        version: row.try_get("version")?,
+        message_count: row.try_get("message_count")?,
+        everyone_message_count: row.try_get("everyone_message_count")?,
+    })
+}
+
+/// The conversation with this id in this workspace; `None` when there is
+/// none (including when it belongs to another workspace).
+pub async fn get(
+    conn: &mut SqliteConnection,
+    workspace_id: WorkspaceId,
+    id: &ConversationId,
+) -> Result<Option<Conversation>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM conversations WHERE workspace_id = ? AND conversation_id = ?"
+    );
+    let row = sqlx::query(&sql)
+        .bind(workspace_id.0)
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Filters of a conversation list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Any of these statuses; empty means all.
+    pub statuses: Vec<Status>,
+    /// Only this assignee.
+    pub assignee_agent_id: Option<AgentId>,
+    /// Only this visitor.
+    pub visitor_id: Option<VisitorId>,
+}
+
+/// Where a page starts: after this (update_time, id) in newest-first order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// The last listed conversation's update time.
+    pub update_time: Micros,
+    /// The last listed conversation's id.
+    pub conversation_id: String,
+}
+
+/// Up to `limit` conversations matching `filter`, newest update first, then by
+/// id, strictly after `cursor`.
+pub async fn list(
+    conn: &mut SqliteConnection,
+    workspace_id: WorkspaceId,
+    filter: &ListFilter,
+    cursor: Option<&ListCursor>,
+    limit: i64,
+) -> Result<Vec<Conversation>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {COLUMNS} FROM conversations WHERE workspace_id = "
+    ));
+    query.push_bind(workspace_id.0);
+    if !filter.statuses.is_empty() {
+        query.push(" AND status IN (");
+        let mut list = query.separated(", ");
+        for status in &filter.statuses {
+            list.push_bind(status.as_str());
+        }
+        query.push(")");
+    }
+    if let Some(agent_id) = &filter.assignee_agent_id {
+        query
+            .push(" AND assignee_agent_id = ")
+            .push_bind(agent_id.as_str().to_owned());
+    }
+    if let Some(visitor_id) = &filter.visitor_id {
+        query
+            .push(" AND visitor_id = ")
+            .push_bind(visitor_id.as_str().to_owned());
+    }
+    if let Some(cursor) = cursor {
+        query
+            .push(" AND (update_time, conversation_id) < (")
+            .push_bind(cursor.update_time.0)
+            .push(", ")
+            .push_bind(cursor.conversation_id.clone())
+            .push(")");
+    }
+    query
+        .push(" ORDER BY update_time DESC, conversation_id DESC LIMIT ")
+        .push_bind(limit);
+    let rows = query.build().fetch_all(conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// How many conversations of the workspace are in each status, in
+/// [`Status::ALL`] order.
+pub async fn count_by_status(
+    conn: &mut SqliteConnection,
+    workspace_id: WorkspaceId,
+) -> Result<[i64; 3], StoreError> {
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) AS n FROM conversations WHERE workspace_id = ? GROUP BY status",
+    )
+    .bind(workspace_id.0)
+    .fetch_all(conn)
+    .await?;
+    let mut counts = [0; 3];
+    for row in rows {
+        let status: String = row.try_get("status")?;
+        if let Some(i) = Status::ALL.iter().position(|s| s.as_str() == status) {
+            counts[i] = row.try_get("n")?;
+        }
+    }
+    Ok(counts)
+}
+
+/// Inserts a new conversation.
+pub(super) async fn insert(
+    conn: &mut SqliteConnection,
+    c: &Conversation,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO conversations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    bind_all(sqlx::query(&sql), c).execute(conn).await?;
+    Ok(())
+}
+
+/// Writes `c` over the stored row, only if the stored version is the one
+/// before it. Returns false when another write got there first.
+pub(super) async fn update(
+    conn: &mut SqliteConnection,
+    c: &Conversation,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "UPDATE conversations SET status = ?, assignee_agent_id = ?, assignee_display_name = ?, \
+         assignee_channel = ?, update_time = ?, status_change_time = ?, close_time = ?, version = ?, \
+         message_count = ?, everyone_message_count = ? \
+         WHERE workspace_id = ? AND conversation_id = ? AND version = ?",
+    )
+    .bind(c.status.as_str())
+    .bind(c.assignee.as_ref().map(|a| a.agent_id.as_str().to_owned()))
+    .bind(c.assignee.as_ref().map(|a| a.display_name.as_str().to_owned()))
+    .bind(c.assignee.as_ref().map(|a| a.channel.as_str()))
+    .bind(c.update_time.0)
+    .bind(c.status_change_time.0)
+    .bind(c.close_time.map(|t| t.0))
+    .bind(c.version)
+    .bind(c.message_count)
+    .bind(c.everyone_message_count)
+    .bind(c.workspace_id.0)
+    .bind(c.id.as_str())
+    .bind(c.version - 1)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+fn bind_all<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    c: &'q Conversation,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(c.id.as_str())
+        .bind(c.workspace_id.0)
+        .bind(c.visitor_id.as_str())
+        .bind(c.status.as_str())
+        .bind(c.assignee.as_ref().map(|a| a.agent_id.as_str()))
+        .bind(c.assignee.as_ref().map(|a| a.display_name.as_str()))
+        .bind(c.assignee.as_ref().map(|a| a.channel.as_str()))
+        .bind(c.create_time.0)
+        .bind(c.update_time.0)
+        .bind(c.status_change_time.0)
+        .bind(c.close_time.map(|t| t.0))
+        .bind(c.version)
+        .bind(c.message_count)
+        .bind(c.everyone_message_count)
+}

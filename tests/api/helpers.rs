@@ -1,0 +1,227 @@
+//! Starts the real server on 127.0.0.1:0 with a fresh SQLite file in a temp
+//! dir, and gives tests generated clients that carry a key.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, sync::Once};
+
+use conversations::{
+    app::admin,
+    config::Settings,
+    domain::credentials::Role,
+    pb::{self, conversation_service_client::ConversationServiceClient},
+    startup::{Application, StartupError},
+    store::Store,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+use tonic_types::StatusExt;
+
+static TRACING: Once = Once::new();
+
+/// A client that sends `authorization: Bearer <key>` (or nothing).
+pub type Client = ConversationServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds the key to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<String>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            let value = format!("Bearer {key}")
+                .parse()
+                .map_err(|_| Status::internal("bad key"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// A running server and the keys of its `default` workspace.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db_path: PathBuf,
+    pub agent_key: String,
+    pub visitor_key: String,
+    store: Store,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), StartupError>>,
+    dir: Arc<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// A server on a new database.
+    pub async fn spawn() -> TestApp {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let db_path = dir.path().join("conversations.db");
+        let (app, keys) = Self::start(dir, db_path).await;
+        let keys = keys.expect("a new database gets bootstrap keys");
+        TestApp {
+            agent_key: keys.agent.token,
+            visitor_key: keys.visitor.token,
+            ..app
+        }
+    }
+
+    async fn start(
+        dir: Arc<tempfile::TempDir>,
+        db_path: PathBuf,
+    ) -> (TestApp, Option<admin::BootstrapKeys>) {
+        TRACING.call_once(|| {
+            if std::env::var_os("TEST_LOG").is_some() {
+                conversations::telemetry::init("debug");
+            }
+        });
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            database: db_path.clone(),
+        };
+        let application = Application::build(&settings).await.expect("server builds");
+        let keys = admin::bootstrap(application.app().store())
+            .await
+            .expect("bootstrap");
+        let store = application.app().store().clone();
+        let addr = application.local_addr();
+        let (shutdown, rx) = oneshot::channel();
+        let server = tokio::spawn(application.run_until(async {
+            let _ = rx.await;
+        }));
+        let app = TestApp {
+            addr,
+            db_path,
+            agent_key: String::new(),
+            visitor_key: String::new(),
+            store,
+            shutdown,
+            server,
+            dir,
+        };
+        (app, keys)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(self) -> (Arc<tempfile::TempDir>, PathBuf, String, String) {
+        let _ = self.shutdown.send(());
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stops cleanly");
+        (self.dir, self.db_path, self.agent_key, self.visitor_key)
+    }
+
+    /// Stops the server and starts a new one on the same database file.
+    pub async fn restart(self) -> TestApp {
+        let (dir, db_path, agent_key, visitor_key) = self.stop().await;
+        let (app, keys) = Self::start(dir, db_path).await;
+        assert!(keys.is_none(), "a restart must not bootstrap again");
+        TestApp {
+            agent_key,
+            visitor_key,
+            ..app
+        }
+    }
+
+    /// A client with `key` (None: no authorization metadata).
+    pub async fn client_with(&self, key: Option<&str>) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        ConversationServiceClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
+    }
+
+    /// A client with the default workspace's agent key.
+    pub async fn agent(&self) -> Client {
+        self.client_with(Some(&self.agent_key)).await
+    }
+
+    /// A client with the default workspace's visitor key.
+    pub async fn visitor(&self) -> Client {
+        self.client_with(Some(&self.visitor_key)).await
+    }
+
+    /// Creates another workspace; returns its (agent, visitor) keys.
+    pub async fn new_workspace(&self, name: &str) -> (String, String) {
+        admin::create_workspace(&self.store, name)
+            .await
+            .expect("workspace");
+        let agent = admin::create_key(&self.store, name, Role::Agent)
+            .await
+            .expect("agent key");
+        let visitor = admin::create_key(&self.store, name, Role::Visitor)
+            .await
+            .expect("visitor key");
+        (agent.token, visitor.token)
+    }
+
+    /// Creates a key in an existing workspace.
+    pub async fn new_key(&self, workspace: &str, role: Role) -> (String, String) {
+        let key = admin::create_key(&self.store, workspace, role)
+            .await
+            .expect("key");
+        (key.key_id, key.token)
+    }
+
+    /// Revokes a key.
+    pub async fn revoke(&self, key_id: &str) {
+        admin::revoke_key(&self.store, key_id)
+            .await
+            .expect("revoke");
+    }
+
+    /// Every event sequence in the database, in order (to check what a
+    /// mutation appended).
+    pub async fn max_event_sequence(&self) -> i64 {
+        conversations::store::events::head(&mut *self.store.read().await.expect("conn"))
+            .await
+            .expect("head")
+    }
+}
+
+/// An agent reference.
+pub fn agent_ref(id: &str, name: &str, channel: pb::Channel) -> pb::AgentRef {
+    pb::AgentRef {
+        agent_id: id.to_owned(),
+        display_name: name.to_owned(),
+        channel: channel.into(),
+    }
+}
+
+/// Dana, from Slack.
+pub fn dana() -> pb::AgentRef {
+    agent_ref("agent-dana", "Dana", pb::Channel::Slack)
+}
+
+/// Starts a conversation with `visitor_id` (no agent) and returns it.
+pub async fn start(client: &mut Client, visitor_id: &str) -> pb::Conversation {
+    client
+        .start_conversation(pb::StartConversationRequest {
+            visitor_id: visitor_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner()
+        .conversation
+        .expect("conversation")
+}
+
+/// The ErrorInfo reason of a status ("" if none).
+pub fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// The BadRequest field names of a status.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|br| br.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on 127.0.0.1:0, a real SQLite file, the
+//! generated client. One binary, one file per capability.
+
+mod concurrency;
+mod helpers;
+mod lifecycle;
+mod pagination;
+mod persistence;
+mod roles;
+mod status_table;
+mod tenancy;
+mod transactional;
+mod validation;
