@@ -15,12 +15,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // compile_fds prints no rerun-if-changed lines of its own.
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=third_party");
 
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(
         out_dir.join("conversations_descriptor.bin"),
         fds.encode_to_vec(),
+    )?;
+
+    // Reflection also serves google.rpc's error details, so tools such as
+    // grpcurl decode the ErrorInfo and BadRequest our errors carry. No code is
+    // generated for them (tonic-types has it).
+    let error_details = protox::compile(
+        ["google/rpc/error_details.proto"],
+        ["third_party/googleapis"],
+    )?;
+    fs::write(
+        out_dir.join("error_details_descriptor.bin"),
+        error_details.encode_to_vec(),
     )?;
 
     tonic_prost_build::configure()

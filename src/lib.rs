@@ -32,4 +32,9 @@ pub mod pb {
     /// The encoded file descriptor set, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("conversations_descriptor");
+
+    /// The encoded descriptor of `google/rpc/error_details.proto`, so that
+    /// reflection clients can decode our error details.
+    pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("error_details_descriptor");
 }

@@ -176,7 +176,7 @@ impl TestApp {
     /// Every event sequence in the database, in order (to check what a
     /// mutation appended).
     pub async fn max_event_sequence(&self) -> i64 {
-        conversations::store::events::head(&mut *self.store.read().await.expect("conn"))
+        conversations::store::events::head(&mut self.store.read().await.expect("conn"))
             .await
             .expect("head")
     }
