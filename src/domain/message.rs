@@ -173,8 +173,8 @@ fn render(kind: TransactionalKind, from: Status, to: Status, actor: &Author) -> 
 pub struct Appointment {
     /// When it starts.
     pub start_time: Micros,
-    /// How long it lasts, in microseconds.
-    pub duration_micros: i64,
+    /// How long it lasts, in nanoseconds.
+    pub duration_nanos: i64,
     /// A title; may be empty.
     pub title: Label,
     /// A booking or meeting link.

@@ -17,8 +17,8 @@ pub const MAX_URL_CHARS: usize = 2048;
 pub const MAX_PROVIDER_CHARS: usize = 64;
 /// Longest appointment title.
 pub const MAX_TITLE_CHARS: usize = 200;
-/// Longest appointment, in microseconds (24 hours).
-pub const MAX_APPOINTMENT_MICROS: i64 = 24 * 3600 * 1_000_000;
+/// Longest appointment, in nanoseconds (24 hours).
+pub const MAX_APPOINTMENT_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 
 /// Microseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -295,11 +295,11 @@ impl Label {
 }
 
 /// How long an appointment lasts: more than zero, at most 24 hours.
-pub fn check_appointment_duration(micros: i64) -> Result<(), Invalid> {
-    if micros <= 0 {
+pub fn check_appointment_duration(nanos: i64) -> Result<(), Invalid> {
+    if nanos <= 0 {
         return Err("must be more than zero".into());
     }
-    if micros > MAX_APPOINTMENT_MICROS {
+    if nanos > MAX_APPOINTMENT_NANOS {
         return Err("must be at most 24 hours".into());
     }
     Ok(())

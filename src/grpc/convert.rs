@@ -133,18 +133,32 @@ fn timestamp(fields: &mut Fields, field: &str, value: Option<&Timestamp>) -> Opt
     ))
 }
 
+/// A google.protobuf.Duration as nanoseconds, checked as its spec says:
+/// `nanos` within ±999,999,999 and of the same sign as `seconds`.
 fn duration(fields: &mut Fields, field: &str, value: Option<&Duration>) -> Option<i64> {
     let Some(value) = value else {
         fields.violation(field, "is required");
         return None;
     };
-    let micros = value
+    let same_sign =
+        value.seconds == 0 || value.nanos == 0 || (value.seconds > 0) == (value.nanos > 0);
+    if value.nanos.abs() > 999_999_999 || !same_sign {
+        fields.violation(
+            field,
+            "is not a valid duration (nanos out of range or of another sign than seconds)",
+        );
+        return None;
+    }
+    let nanos = value
         .seconds
-        .checked_mul(1_000_000)
-        .and_then(|s| s.checked_add(i64::from(value.nanos / 1000)));
-    let micros = fields.check(field, micros.ok_or_else(|| "is out of range".to_owned()))?;
-    fields.check(field, check_appointment_duration(micros))?;
-    Some(micros)
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(i64::from(value.nanos)));
+    let nanos = fields.check(
+        field,
+        nanos.ok_or_else(|| "must be at most 24 hours".to_owned()),
+    )?;
+    fields.check(field, check_appointment_duration(nanos))?;
+    Some(nanos)
 }
 
 /// The content of a SendMessage request.
@@ -182,7 +196,7 @@ pub fn content(
                 "appointment.start_time",
                 appointment.start_time.as_ref(),
             );
-            let duration_micros = duration(
+            let duration_nanos = duration(
                 fields,
                 "appointment.duration",
                 appointment.duration.as_ref(),
@@ -198,7 +212,7 @@ pub fn content(
             }
             Some(MessageContent::Appointment(Appointment {
                 start_time: start_time?,
-                duration_micros: duration_micros?,
+                duration_nanos: duration_nanos?,
                 title: title?,
                 url,
             }))
@@ -320,9 +334,10 @@ pub fn to_message(m: &Message) -> pb::Message {
         }),
         MessageContent::Appointment(a) => Content::Appointment(pb::Appointment {
             start_time: Some(to_timestamp(a.start_time)),
+            // Validated positive, so seconds and nanos share a sign.
             duration: Some(Duration {
-                seconds: a.duration_micros.div_euclid(1_000_000),
-                nanos: i32::try_from(a.duration_micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+                seconds: a.duration_nanos / 1_000_000_000,
+                nanos: i32::try_from(a.duration_nanos % 1_000_000_000).unwrap_or(0),
             }),
             title: a.title.as_str().to_owned(),
             url: a
@@ -365,6 +380,21 @@ mod tests {
             let mut fields = Fields::default();
             assert_eq!(timestamp(&mut fields, "t", Some(&ts)), Some(Micros(micros)));
         }
+    }
+
+    #[test]
+    fn durations_are_checked_to_the_nanosecond_as_their_spec_says() {
+        let check = |seconds, nanos| {
+            let mut fields = Fields::default();
+            duration(&mut fields, "d", Some(&Duration { seconds, nanos }))
+        };
+        assert_eq!(check(0, 1), Some(1));
+        assert_eq!(check(86_400, 0), Some(86_400_000_000_000));
+        assert_eq!(check(86_400, 1), None);
+        assert_eq!(check(1, 2_000_000_000), None);
+        assert_eq!(check(1, -5), None);
+        assert_eq!(check(0, 0), None);
+        assert_eq!(check(i64::MAX, 0), None);
     }
 
     #[test]
