@@ -1,1 +1,654 @@
-//! (being written)
+//! Optimistic concurrency (etags), safe retries (request ids), and calls that
+//! race on one conversation.
+
+use std::sync::Arc;
+
+use conversations::pb::{
+    self, ConversationStatus,
+    message::Content as MessageContent,
+    send_message_request::{Content, Sender},
+};
+use tokio::{sync::Barrier, task::JoinSet};
+use tonic::Code;
+
+use crate::helpers::{Client, TestApp, bad_fields, dana, reason, start};
+
+async fn get(client: &mut Client, id: &str) -> pb::Conversation {
+    client
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: id.to_owned(),
+            visitor_id: String::new(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .conversation
+        .expect("conversation")
+}
+
+async fn thread(client: &mut Client, id: &str) -> Vec<pb::Message> {
+    client
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: id.to_owned(),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("list messages")
+        .into_inner()
+        .messages
+}
+
+async fn conversation_count(client: &mut Client) -> usize {
+    client
+        .list_conversations(pb::ListConversationsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("list conversations")
+        .into_inner()
+        .conversations
+        .len()
+}
+
+fn text(
+    conversation_id: &str,
+    sender: Sender,
+    text: &str,
+    request_id: &str,
+) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        conversation_id: conversation_id.to_owned(),
+        sender: Some(sender),
+        content: Some(Content::Text(text.to_owned())),
+        request_id: request_id.to_owned(),
+    }
+}
+
+fn close(id: &str, etag: &str, request_id: &str) -> pb::CloseConversationRequest {
+    pb::CloseConversationRequest {
+        conversation_id: id.to_owned(),
+        agent: Some(dana()),
+        etag: etag.to_owned(),
+        request_id: request_id.to_owned(),
+    }
+}
+
+fn mark_pending(id: &str, etag: &str) -> pb::MarkConversationPendingRequest {
+    pb::MarkConversationPendingRequest {
+        conversation_id: id.to_owned(),
+        agent: Some(dana()),
+        etag: etag.to_owned(),
+        request_id: String::new(),
+    }
+}
+
+fn reopen(id: &str, etag: &str) -> pb::ReopenConversationRequest {
+    pb::ReopenConversationRequest {
+        conversation_id: id.to_owned(),
+        agent: Some(dana()),
+        etag: etag.to_owned(),
+        request_id: String::new(),
+    }
+}
+
+fn assert_etag_mismatch(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(reason(status), "ETAG_MISMATCH");
+}
+
+/// Separate connections, so calls really run side by side.
+async fn clients(app: &TestApp, n: usize) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(app.agent().await);
+    }
+    clients
+}
+
+const RACERS: usize = 20;
+
+#[tokio::test]
+async fn a_stale_etag_is_aborted_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let started = start(&mut agent, "v-1").await;
+    let id = started.conversation_id.clone();
+    agent
+        .send_message(text(&id, Sender::Agent(dana()), "hi", ""))
+        .await
+        .expect("send");
+    let current = get(&mut agent, &id).await;
+    let stale = started.etag.clone();
+    assert_ne!(stale, current.etag);
+    let head = app.max_event_sequence().await;
+
+    let refused = agent
+        .close_conversation(close(&id, &stale, ""))
+        .await
+        .unwrap_err();
+    assert_etag_mismatch(&refused);
+    let refused = agent
+        .mark_conversation_pending(mark_pending(&id, &stale))
+        .await
+        .unwrap_err();
+    assert_etag_mismatch(&refused);
+    assert_eq!(get(&mut agent, &id).await, current, "nothing changed");
+    assert_eq!(thread(&mut agent, &id).await.len(), 1);
+    assert_eq!(app.max_event_sequence().await, head);
+
+    // The current etag works; the one it replaces is stale from then on.
+    let pending = agent
+        .mark_conversation_pending(mark_pending(&id, &current.etag))
+        .await
+        .expect("mark pending with the current etag")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(pending.status(), ConversationStatus::Pending);
+    let refused = agent
+        .reopen_conversation(reopen(&id, &current.etag))
+        .await
+        .unwrap_err();
+    assert_etag_mismatch(&refused);
+    assert_eq!(get(&mut agent, &id).await, pending, "nothing changed");
+
+    let reopened = agent
+        .reopen_conversation(reopen(&id, &pending.etag))
+        .await
+        .expect("reopen with the current etag")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(reopened.status(), ConversationStatus::Open);
+    let closed = agent
+        .close_conversation(close(&id, &reopened.etag, ""))
+        .await
+        .expect("close with the current etag")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(closed.status(), ConversationStatus::Closed);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_etag_changes_on_every_mutation() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let mut visitor = app.visitor().await;
+    let started = start(&mut agent, "v-1").await;
+    let id = started.conversation_id.clone();
+    let mut etags = vec![started.etag.clone()];
+    let mut seen = |conversation: Option<pb::Conversation>| {
+        etags.push(conversation.expect("conversation").etag);
+    };
+
+    let r = agent.send_message(text(&id, Sender::Agent(dana()), "hello", ""));
+    seen(r.await.unwrap().into_inner().conversation);
+    let r = visitor.send_message(text(&id, Sender::VisitorId("v-1".into()), "hi", ""));
+    seen(r.await.unwrap().into_inner().conversation);
+    let r = agent.mark_conversation_pending(mark_pending(&id, ""));
+    seen(r.await.unwrap().into_inner().conversation);
+    // A visitor reply on PENDING moves it back to OPEN.
+    let r = visitor.send_message(text(
+        &id,
+        Sender::VisitorId("v-1".into()),
+        "still there?",
+        "",
+    ));
+    seen(r.await.unwrap().into_inner().conversation);
+    let r = agent.close_conversation(close(&id, "", ""));
+    seen(r.await.unwrap().into_inner().conversation);
+    let r = agent.reopen_conversation(reopen(&id, ""));
+    seen(r.await.unwrap().into_inner().conversation);
+    let r = agent.close_conversation(close(&id, "", ""));
+    seen(r.await.unwrap().into_inner().conversation);
+    let r = visitor.restart_conversation(pb::RestartConversationRequest {
+        conversation_id: id.clone(),
+        visitor_id: "v-1".into(),
+        request_id: String::new(),
+    });
+    seen(r.await.unwrap().into_inner().conversation);
+
+    assert_eq!(etags.len(), 9);
+    let mut distinct = etags.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), etags.len(), "etags repeat: {etags:?}");
+    assert!(etags.iter().all(|e| !e.is_empty()));
+    assert_eq!(&get(&mut agent, &id).await.etag, etags.last().unwrap());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_start_returns_the_first_response_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let request = pb::StartConversationRequest {
+        visitor_id: "v-1".into(),
+        agent: Some(dana()),
+        request_id: "start-1".into(),
+    };
+    let first = agent
+        .start_conversation(request.clone())
+        .await
+        .expect("start")
+        .into_inner();
+    let head = app.max_event_sequence().await;
+    assert_eq!(head, first.event_sequence);
+
+    for _ in 0..3 {
+        let retried = agent
+            .start_conversation(request.clone())
+            .await
+            .expect("retry")
+            .into_inner();
+        assert_eq!(retried, first);
+    }
+    assert_eq!(conversation_count(&mut agent).await, 1);
+    assert_eq!(app.max_event_sequence().await, head);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_send_message_returns_the_first_message_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let mut visitor = app.visitor().await;
+    let id = start(&mut agent, "v-1").await.conversation_id;
+    let request = text(&id, Sender::VisitorId("v-1".into()), "hello", "send-1");
+    let first = visitor
+        .send_message(request.clone())
+        .await
+        .expect("send")
+        .into_inner();
+    let head = app.max_event_sequence().await;
+
+    let retried = visitor
+        .send_message(request.clone())
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(retried, first);
+    assert_eq!(
+        retried.message.as_ref().unwrap().message_id,
+        first.message.as_ref().unwrap().message_id
+    );
+    let messages = thread(&mut agent, &id).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(get(&mut agent, &id).await.message_count, 1);
+    assert_eq!(app.max_event_sequence().await, head);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_close_returns_the_first_response_even_after_the_conversation_moved_on() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let started = start(&mut agent, "v-1").await;
+    let id = started.conversation_id.clone();
+    let request = close(&id, &started.etag, "close-1");
+    let first = agent
+        .close_conversation(request.clone())
+        .await
+        .expect("close")
+        .into_inner();
+    assert_eq!(
+        first.conversation.as_ref().unwrap().status(),
+        ConversationStatus::Closed
+    );
+    let reopened = agent
+        .reopen_conversation(reopen(&id, ""))
+        .await
+        .expect("reopen")
+        .into_inner()
+        .conversation
+        .unwrap();
+    agent
+        .send_message(text(&id, Sender::Agent(dana()), "back again", ""))
+        .await
+        .expect("send");
+    let now = get(&mut agent, &id).await;
+    assert_ne!(now.etag, reopened.etag);
+    let messages = thread(&mut agent, &id).await;
+    let head = app.max_event_sequence().await;
+
+    // The etag in the retried request is stale now, and the conversation is
+    // open: only a replay can answer this with the first response.
+    let retried = agent
+        .close_conversation(request)
+        .await
+        .expect("retry replays")
+        .into_inner();
+    assert_eq!(retried, first);
+    assert_eq!(get(&mut agent, &id).await, now, "the retry changed nothing");
+    assert_eq!(thread(&mut agent, &id).await, messages);
+    assert_eq!(app.max_event_sequence().await, head);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_id_reused_for_a_different_request_is_refused() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let first = agent
+        .start_conversation(pb::StartConversationRequest {
+            visitor_id: "v-1".into(),
+            agent: None,
+            request_id: "r-1".into(),
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    let id = first.conversation.unwrap().conversation_id;
+    let head = app.max_event_sequence().await;
+
+    let other_visitor = agent
+        .start_conversation(pb::StartConversationRequest {
+            visitor_id: "v-2".into(),
+            agent: None,
+            request_id: "r-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(other_visitor.code(), Code::InvalidArgument);
+    assert_eq!(reason(&other_visitor), "REQUEST_ID_REUSED");
+
+    let other_method = agent
+        .close_conversation(close(&id, "", "r-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(other_method.code(), Code::InvalidArgument);
+    assert_eq!(reason(&other_method), "REQUEST_ID_REUSED");
+
+    // A message with a different text under a used id.
+    agent
+        .send_message(text(&id, Sender::Agent(dana()), "one", "r-2"))
+        .await
+        .expect("send");
+    let head_after_send = app.max_event_sequence().await;
+    assert!(head_after_send > head);
+    let other_text = agent
+        .send_message(text(&id, Sender::Agent(dana()), "two", "r-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(other_text.code(), Code::InvalidArgument);
+    assert_eq!(reason(&other_text), "REQUEST_ID_REUSED");
+
+    let conversation = get(&mut agent, &id).await;
+    assert_eq!(conversation.status(), ConversationStatus::Open);
+    assert_eq!(conversation.message_count, 1);
+    assert_eq!(conversation_count(&mut agent).await, 1);
+    assert_eq!(app.max_event_sequence().await, head_after_send);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_id_over_64_characters_is_refused() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let id = start(&mut agent, "v-1").await.conversation_id;
+    let head = app.max_event_sequence().await;
+    let too_long = "r".repeat(65);
+
+    let refused = agent
+        .start_conversation(pb::StartConversationRequest {
+            visitor_id: "v-2".into(),
+            agent: None,
+            request_id: too_long.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(bad_fields(&refused), ["request_id"]);
+    let refused = agent
+        .send_message(text(&id, Sender::Agent(dana()), "hi", &too_long))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(bad_fields(&refused), ["request_id"]);
+    let refused = agent
+        .close_conversation(close(&id, "", &too_long))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(bad_fields(&refused), ["request_id"]);
+    assert_eq!(app.max_event_sequence().await, head, "nothing was written");
+    assert_eq!(conversation_count(&mut agent).await, 1);
+
+    agent
+        .start_conversation(pb::StartConversationRequest {
+            visitor_id: "v-2".into(),
+            agent: None,
+            request_id: "r".repeat(64),
+        })
+        .await
+        .expect("64 characters are accepted");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_closes_of_one_conversation_let_exactly_one_win() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let id = start(&mut agent, "v-1").await.conversation_id;
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for mut client in clients(&app, RACERS).await {
+        let (id, barrier) = (id.clone(), barrier.clone());
+        racers.spawn(async move {
+            barrier.wait().await;
+            client.close_conversation(close(&id, "", "")).await
+        });
+    }
+    let results = racers.join_all().await;
+
+    let won: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(won.len(), 1, "exactly one close succeeds");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert_eq!(reason(refused), "CONVERSATION_ALREADY_CLOSED");
+    }
+    let closes = thread(&mut agent, &id)
+        .await
+        .into_iter()
+        .filter(|m| {
+            matches!(&m.content, Some(MessageContent::Transactional(t))
+                if t.kind() == pb::TransactionalKind::ConversationClosed)
+        })
+        .count();
+    assert_eq!(closes, 1, "exactly one close message");
+    let conversation = get(&mut agent, &id).await;
+    assert_eq!(conversation.status(), ConversationStatus::Closed);
+    assert_eq!(conversation.message_count, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_starts_with_one_request_id_create_one_conversation() {
+    let app = TestApp::spawn().await;
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for mut client in clients(&app, RACERS).await {
+        let barrier = barrier.clone();
+        racers.spawn(async move {
+            barrier.wait().await;
+            client
+                .start_conversation(pb::StartConversationRequest {
+                    visitor_id: "v-1".into(),
+                    agent: Some(dana()),
+                    request_id: "one-start".into(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        });
+    }
+    let results = racers.join_all().await;
+
+    let responses: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("every retry succeeds"))
+        .collect();
+    assert!(
+        responses.iter().all(|r| *r == responses[0]),
+        "all answer the same first response"
+    );
+    let mut agent = app.agent().await;
+    assert_eq!(conversation_count(&mut agent).await, 1);
+    assert_eq!(app.max_event_sequence().await, responses[0].event_sequence);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_messages_take_consecutive_positions() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let id = start(&mut agent, "v-1").await.conversation_id;
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for (i, mut client) in clients(&app, RACERS).await.into_iter().enumerate() {
+        let (id, barrier) = (id.clone(), barrier.clone());
+        racers.spawn(async move {
+            barrier.wait().await;
+            client
+                .send_message(text(
+                    &id,
+                    Sender::Agent(dana()),
+                    &format!("message {i}"),
+                    "",
+                ))
+                .await
+                .map(|r| r.into_inner())
+        });
+    }
+    let results = racers.join_all().await;
+
+    let mut answered: Vec<i64> = results
+        .into_iter()
+        .map(|r| r.expect("send").message.expect("message").position)
+        .collect();
+    answered.sort_unstable();
+    let expected: Vec<i64> = (1..=RACERS as i64).collect();
+    assert_eq!(answered, expected);
+    let stored: Vec<i64> = thread(&mut agent, &id)
+        .await
+        .iter()
+        .map(|m| m.position)
+        .collect();
+    assert_eq!(stored, expected, "oldest first, no gaps, no duplicates");
+    assert_eq!(get(&mut agent, &id).await.message_count, RACERS as i64);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_changes_with_one_etag_let_exactly_one_apply() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let started = start(&mut agent, "v-1").await;
+    let (id, etag) = (started.conversation_id, started.etag);
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for (i, mut client) in clients(&app, RACERS).await.into_iter().enumerate() {
+        let (id, etag, barrier) = (id.clone(), etag.clone(), barrier.clone());
+        racers.spawn(async move {
+            barrier.wait().await;
+            // Half close, half mark pending: both are allowed on OPEN, so
+            // only the etag can stop the losers.
+            if i % 2 == 0 {
+                client
+                    .close_conversation(close(&id, &etag, ""))
+                    .await
+                    .map(|_| ())
+            } else {
+                client
+                    .mark_conversation_pending(mark_pending(&id, &etag))
+                    .await
+                    .map(|_| ())
+            }
+        });
+    }
+    let results = racers.join_all().await;
+
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_etag_mismatch(refused);
+    }
+    let conversation = get(&mut agent, &id).await;
+    assert_ne!(conversation.status(), ConversationStatus::Open);
+    assert_eq!(conversation.message_count, 1, "one status change, one note");
+    assert_eq!(thread(&mut agent, &id).await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn racing_mutations_leave_a_consistent_thread() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let id = start(&mut agent, "v-1").await.conversation_id;
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for (i, mut client) in clients(&app, RACERS).await.into_iter().enumerate() {
+        let (id, barrier) = (id.clone(), barrier.clone());
+        racers.spawn(async move {
+            barrier.wait().await;
+            let result = match i % 4 {
+                0 => client
+                    .close_conversation(close(&id, "", ""))
+                    .await
+                    .map(|_| ()),
+                1 => client
+                    .mark_conversation_pending(mark_pending(&id, ""))
+                    .await
+                    .map(|_| ()),
+                2 => client
+                    .reopen_conversation(reopen(&id, ""))
+                    .await
+                    .map(|_| ()),
+                _ => client
+                    .send_message(text(&id, Sender::VisitorId("v-1".into()), "hi", ""))
+                    .await
+                    .map(|_| ()),
+            };
+            (i % 4 == 3, result)
+        });
+    }
+    let results = racers.join_all().await;
+    for refused in results.iter().filter_map(|(_, r)| r.as_ref().err()) {
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+
+    // Whatever the order, the thread tells one consistent story.
+    let messages = thread(&mut agent, &id).await;
+    let positions: Vec<i64> = messages.iter().map(|m| m.position).collect();
+    assert_eq!(positions, (1..=messages.len() as i64).collect::<Vec<_>>());
+    let mut status = ConversationStatus::Open;
+    let mut texts = 0;
+    for message in &messages {
+        match &message.content {
+            Some(MessageContent::Transactional(t)) => {
+                assert_eq!(t.from_status(), status, "{message:?}");
+                status = t.to_status();
+            }
+            Some(MessageContent::Text(_)) => {
+                assert_ne!(
+                    status,
+                    ConversationStatus::Closed,
+                    "a message in a closed thread"
+                );
+                texts += 1;
+            }
+            other => panic!("unexpected content {other:?}"),
+        }
+    }
+    let conversation = get(&mut agent, &id).await;
+    assert_eq!(conversation.status(), status);
+    assert_eq!(conversation.message_count, messages.len() as i64);
+    let succeeded_texts = results
+        .iter()
+        .filter(|(is_text, r)| *is_text && r.is_ok())
+        .count();
+    assert_eq!(texts, succeeded_texts);
+    app.stop().await;
+}

@@ -1,1 +1,453 @@
-//! (being written)
+//! Workspaces are sealed from each other: a key of one workspace reaches
+//! nothing of another, and the other's data answers exactly like data that
+//! does not exist (same code, reason and message), so ids cannot be probed.
+
+use std::collections::HashMap;
+
+use conversations::pb::{
+    self, ConversationStatus,
+    send_message_request::{Content, Sender},
+};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::helpers::{Client, TestApp, dana, reason, start};
+
+/// A well-formed id that no conversation has.
+const NEVER_EXISTED: &str = "conv_01JD0000000000000000000000";
+
+/// What a caller can observe of an error, with `id` replaced by a
+/// placeholder so the answers about two different ids can be compared.
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    code: Code,
+    reason: String,
+    message: String,
+    metadata: Vec<(String, String)>,
+}
+
+fn observe(status: &Status, id: &str) -> Observed {
+    let metadata: HashMap<String, String> = status
+        .get_details_error_info()
+        .map(|info| info.metadata)
+        .unwrap_or_default();
+    let mut metadata: Vec<(String, String)> = metadata
+        .into_iter()
+        .map(|(k, v)| (k, v.replace(id, "<id>")))
+        .collect();
+    metadata.sort();
+    Observed {
+        code: status.code(),
+        reason: reason(status),
+        message: status.message().replace(id, "<id>"),
+        metadata,
+    }
+}
+
+/// Every call that names a conversation, made by `client` about `id`; the
+/// errors they answer, by call name. `visitor_id` is the one a visitor-side
+/// field names.
+async fn errors_about(
+    client: &mut Client,
+    id: &str,
+    visitor_id: &str,
+) -> Vec<(&'static str, Status)> {
+    let id = id.to_owned();
+    let mut errors = Vec::new();
+    let get = client
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: id.clone(),
+            visitor_id: visitor_id.to_owned(),
+        })
+        .await;
+    errors.push(("GetConversation", get.expect_err("get must fail")));
+    let list = client
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: id.clone(),
+            visitor_id: visitor_id.to_owned(),
+            ..Default::default()
+        })
+        .await;
+    errors.push(("ListMessages", list.expect_err("list must fail")));
+    let sent = client
+        .send_message(pb::SendMessageRequest {
+            conversation_id: id.clone(),
+            sender: Some(Sender::VisitorId(visitor_id.to_owned())),
+            content: Some(Content::Text("hello".into())),
+            request_id: String::new(),
+        })
+        .await;
+    errors.push(("SendMessage (visitor)", sent.expect_err("send must fail")));
+    let restarted = client
+        .restart_conversation(pb::RestartConversationRequest {
+            conversation_id: id.clone(),
+            visitor_id: visitor_id.to_owned(),
+            request_id: String::new(),
+        })
+        .await;
+    errors.push((
+        "RestartConversation",
+        restarted.expect_err("restart must fail"),
+    ));
+    errors
+}
+
+/// The calls only agent keys may make, about `id`.
+async fn agent_errors_about(client: &mut Client, id: &str) -> Vec<(&'static str, Status)> {
+    let id = id.to_owned();
+    let mut errors = Vec::new();
+    let sent = client
+        .send_message(pb::SendMessageRequest {
+            conversation_id: id.clone(),
+            sender: Some(Sender::Agent(dana())),
+            content: Some(Content::Text("hello".into())),
+            request_id: String::new(),
+        })
+        .await;
+    errors.push(("SendMessage (agent)", sent.expect_err("send must fail")));
+    let closed = client
+        .close_conversation(pb::CloseConversationRequest {
+            conversation_id: id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await;
+    errors.push(("CloseConversation", closed.expect_err("close must fail")));
+    let pending = client
+        .mark_conversation_pending(pb::MarkConversationPendingRequest {
+            conversation_id: id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await;
+    errors.push((
+        "MarkConversationPending",
+        pending.expect_err("mark pending must fail"),
+    ));
+    let reopened = client
+        .reopen_conversation(pb::ReopenConversationRequest {
+            conversation_id: id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await;
+    errors.push((
+        "ReopenConversation",
+        reopened.expect_err("reopen must fail"),
+    ));
+    errors
+}
+
+fn assert_indistinguishable(
+    foreign: Vec<(&'static str, Status)>,
+    foreign_id: &str,
+    missing: Vec<(&'static str, Status)>,
+) {
+    assert_eq!(foreign.len(), missing.len());
+    for ((call, foreign), (_, missing)) in foreign.iter().zip(&missing) {
+        assert_eq!(foreign.code(), Code::NotFound, "{call}: {foreign:?}");
+        assert_eq!(reason(foreign), "CONVERSATION_NOT_FOUND", "{call}");
+        assert_eq!(
+            observe(foreign, foreign_id),
+            observe(missing, NEVER_EXISTED),
+            "{call}: another workspace's conversation must answer like a missing one"
+        );
+    }
+}
+
+async fn get(client: &mut Client, id: &str) -> pb::Conversation {
+    client
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: id.to_owned(),
+            visitor_id: String::new(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .conversation
+        .expect("conversation")
+}
+
+async fn list(
+    client: &mut Client,
+    request: pb::ListConversationsRequest,
+) -> pb::ListConversationsResponse {
+    client
+        .list_conversations(request)
+        .await
+        .expect("list")
+        .into_inner()
+}
+
+fn ids(response: &pb::ListConversationsResponse) -> Vec<String> {
+    response
+        .conversations
+        .iter()
+        .map(|c| c.conversation_id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agent_key_of_another_workspace_finds_a_conversation_exactly_like_a_missing_one() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let conversation = start(&mut agent, "v-a").await;
+    let id = conversation.conversation_id.clone();
+    let (other_agent_key, _) = app.new_workspace("other").await;
+    let mut other = app.client_with(Some(&other_agent_key)).await;
+    let head = app.max_event_sequence().await;
+
+    let foreign = [
+        errors_about(&mut other, &id, "v-a").await,
+        agent_errors_about(&mut other, &id).await,
+    ]
+    .concat();
+    let missing = [
+        errors_about(&mut other, NEVER_EXISTED, "v-a").await,
+        agent_errors_about(&mut other, NEVER_EXISTED).await,
+    ]
+    .concat();
+    assert_eq!(foreign.len(), 8);
+    assert_indistinguishable(foreign, &id, missing);
+
+    assert_eq!(get(&mut agent, &id).await, conversation, "nothing changed");
+    assert_eq!(app.max_event_sequence().await, head, "no event was written");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_key_of_another_workspace_cannot_act_on_a_closed_or_pending_conversation() {
+    // Every status: a leak could hide behind a refusal that only one status
+    // gives (e.g. CONVERSATION_ALREADY_CLOSED).
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let pending = start(&mut agent, "v-p").await;
+    agent
+        .mark_conversation_pending(pb::MarkConversationPendingRequest {
+            conversation_id: pending.conversation_id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await
+        .expect("mark pending");
+    let closed = start(&mut agent, "v-c").await;
+    agent
+        .close_conversation(pb::CloseConversationRequest {
+            conversation_id: closed.conversation_id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await
+        .expect("close");
+    let (other_agent_key, _) = app.new_workspace("other").await;
+    let mut other = app.client_with(Some(&other_agent_key)).await;
+    let before = (
+        get(&mut agent, &pending.conversation_id).await,
+        get(&mut agent, &closed.conversation_id).await,
+    );
+    let head = app.max_event_sequence().await;
+
+    for (id, visitor) in [
+        (&pending.conversation_id, "v-p"),
+        (&closed.conversation_id, "v-c"),
+    ] {
+        let foreign = [
+            errors_about(&mut other, id, visitor).await,
+            agent_errors_about(&mut other, id).await,
+        ]
+        .concat();
+        let missing = [
+            errors_about(&mut other, NEVER_EXISTED, visitor).await,
+            agent_errors_about(&mut other, NEVER_EXISTED).await,
+        ]
+        .concat();
+        assert_indistinguishable(foreign, id, missing);
+    }
+
+    let after = (
+        get(&mut agent, &pending.conversation_id).await,
+        get(&mut agent, &closed.conversation_id).await,
+    );
+    assert_eq!(after, before, "nothing changed");
+    assert_eq!(after.0.status(), ConversationStatus::Pending);
+    assert_eq!(after.1.status(), ConversationStatus::Closed);
+    assert_eq!(app.max_event_sequence().await, head, "no event was written");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_visitor_key_of_another_workspace_cannot_reach_a_conversation_even_naming_its_visitor() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let closed = start(&mut agent, "v-a").await;
+    agent
+        .close_conversation(pb::CloseConversationRequest {
+            conversation_id: closed.conversation_id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await
+        .expect("close");
+    let closed = get(&mut agent, &closed.conversation_id).await;
+    let open = start(&mut agent, "v-a").await;
+    let (_, other_visitor_key) = app.new_workspace("other").await;
+    let mut other_visitor = app.client_with(Some(&other_visitor_key)).await;
+    let head = app.max_event_sequence().await;
+
+    for conversation in [&closed, &open] {
+        let id = &conversation.conversation_id;
+        let foreign = errors_about(&mut other_visitor, id, "v-a").await;
+        let missing = errors_about(&mut other_visitor, NEVER_EXISTED, "v-a").await;
+        assert_eq!(foreign.len(), 4);
+        assert_indistinguishable(foreign, id, missing);
+        assert_eq!(&get(&mut agent, id).await, conversation, "nothing changed");
+    }
+    assert_eq!(app.max_event_sequence().await, head, "no event was written");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn another_workspace_never_lists_or_counts_this_workspaces_conversations() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let a1 = start(&mut agent, "v-a1").await;
+    let a2 = start(&mut agent, "shared-visitor").await;
+    let a3 = start(&mut agent, "v-a3").await;
+    agent
+        .mark_conversation_pending(pb::MarkConversationPendingRequest {
+            conversation_id: a2.conversation_id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await
+        .expect("mark pending");
+    agent
+        .close_conversation(pb::CloseConversationRequest {
+            conversation_id: a3.conversation_id.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
+        .await
+        .expect("close");
+
+    let (other_agent_key, _) = app.new_workspace("other").await;
+    let mut other = app.client_with(Some(&other_agent_key)).await;
+    let b1 = other
+        .start_conversation(pb::StartConversationRequest {
+            visitor_id: "shared-visitor".into(),
+            agent: Some(dana()),
+            request_id: String::new(),
+        })
+        .await
+        .expect("start in the other workspace")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+
+    let everything = list(&mut other, pb::ListConversationsRequest::default()).await;
+    assert_eq!(ids(&everything), [b1.conversation_id.as_str()]);
+    assert_eq!(
+        everything.status_counts,
+        Some(pb::StatusCounts {
+            open: 1,
+            pending: 0,
+            closed: 0
+        })
+    );
+
+    let by_foreign_visitor = list(
+        &mut other,
+        pb::ListConversationsRequest {
+            visitor_id: "v-a1".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(ids(&by_foreign_visitor).is_empty());
+    assert_eq!(by_foreign_visitor.status_counts, everything.status_counts);
+
+    let by_shared_visitor = list(
+        &mut other,
+        pb::ListConversationsRequest {
+            visitor_id: "shared-visitor".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&by_shared_visitor), [b1.conversation_id.as_str()]);
+
+    let by_status = list(
+        &mut other,
+        pb::ListConversationsRequest {
+            statuses: vec![
+                ConversationStatus::Pending.into(),
+                ConversationStatus::Closed.into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(ids(&by_status).is_empty());
+
+    let by_assignee = list(
+        &mut other,
+        pb::ListConversationsRequest {
+            assignee_agent_id: "agent-dana".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&by_assignee), [b1.conversation_id.as_str()]);
+
+    // And the other way round: the default workspace sees only its own.
+    let mine = list(&mut agent, pb::ListConversationsRequest::default()).await;
+    let mut mine_ids = ids(&mine);
+    mine_ids.sort();
+    let mut expected = vec![a1.conversation_id, a2.conversation_id, a3.conversation_id];
+    expected.sort();
+    assert_eq!(mine_ids, expected);
+    assert_eq!(
+        mine.status_counts,
+        Some(pb::StatusCounts {
+            open: 1,
+            pending: 1,
+            closed: 1
+        })
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_id_used_in_another_workspace_does_not_replay_its_response() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let (other_agent_key, _) = app.new_workspace("other").await;
+    let mut other = app.client_with(Some(&other_agent_key)).await;
+    let request = pb::StartConversationRequest {
+        visitor_id: "v-1".into(),
+        agent: None,
+        request_id: "shared-request-id".into(),
+    };
+
+    let mine = agent
+        .start_conversation(request.clone())
+        .await
+        .expect("start")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    let theirs = other
+        .start_conversation(request)
+        .await
+        .expect("the same request id is free in another workspace")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+
+    assert_ne!(theirs.conversation_id, mine.conversation_id);
+    let listed = list(&mut other, pb::ListConversationsRequest::default()).await;
+    assert_eq!(ids(&listed), [theirs.conversation_id]);
+    let listed = list(&mut agent, pb::ListConversationsRequest::default()).await;
+    assert_eq!(ids(&listed), [mine.conversation_id]);
+    app.stop().await;
+}
