@@ -54,9 +54,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store and binds the listener.
+    /// Binds the listener, then opens the store: a taken port fails before
+    /// anything is written to disk.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
-        let store = Store::open(&settings.database).await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -68,6 +68,7 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let store = Store::open(&settings.database).await?;
         Ok(Self {
             listener,
             local_addr,
