@@ -9,6 +9,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "proto/conversations/v1/conversation.proto",
     "proto/conversations/v1/conversation_service.proto",
+    "proto/conversations/v1/event.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -109,6 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         listen: "127.0.0.1:0".parse()?,
         database: dir.path().join("bench.db"),
+        feed: Default::default(),
     };
     let application = Application::build(&settings).await?;
     let keys = admin::bootstrap(application.app().store())

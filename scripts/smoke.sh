@@ -206,7 +206,8 @@ pass "health check of $SERVICE by name is SERVING"
 
 gc "$ADDR" describe "$SERVICE" >"$WORK/describe.txt" 2>&1 || { cat "$WORK/describe.txt" >&2; fail "grpcurl describe failed"; }
 for rpc in StartConversation GetConversation ListConversations SendMessage ListMessages \
-    CloseConversation MarkConversationPending ReopenConversation RestartConversation; do
+    CloseConversation MarkConversationPending ReopenConversation RestartConversation \
+    WatchEvents ListEvents; do
     grep -q "rpc $rpc " "$WORK/describe.txt" || { cat "$WORK/describe.txt" >&2; fail "describe lacks rpc $rpc"; }
 done
 if ! gc "$ADDR" describe conversations.v1.Conversation >"$WORK/describe-msg.txt" 2>&1 ||
@@ -214,7 +215,7 @@ if ! gc "$ADDR" describe conversations.v1.Conversation >"$WORK/describe-msg.txt"
     cat "$WORK/describe-msg.txt" >&2
     fail "describe conversations.v1.Conversation failed"
 fi
-pass "describe $SERVICE shows all 9 RPCs; message types resolve"
+pass "describe $SERVICE shows all 11 RPCs; message types resolve"
 
 # --- authentication --------------------------------------------------------------
 call_err GetConversation "" '{"conversationId":"conv_nope"}' "$WORK/noauth.txt"
@@ -224,6 +225,12 @@ pass "a call without a key is Unauthenticated"
 call_err GetConversation "cvk_not_a_real_key" '{"conversationId":"conv_nope"}' "$WORK/badauth.txt"
 grep -q 'Unauthenticated' "$WORK/badauth.txt" || { cat "$WORK/badauth.txt" >&2; fail "call with an unknown key is not Unauthenticated"; }
 pass "a call with an unknown key is Unauthenticated"
+
+# --- the event feed: a stream held open during the walk --------------------------------
+WATCH_OUT="$WORK/watch.txt"
+grpcurl -plaintext -max-time 60 -H "authorization: Bearer $AGENT_KEY" -d '{"afterSequence":0}' \
+    "$ADDR" "$SERVICE/WatchEvents" >"$WATCH_OUT" 2>&1 </dev/null &
+WATCH_PID=$!
 
 # --- lifecycle walk ------------------------------------------------------------------
 AGENT='"agent":{"agentId":"dana","displayName":"Dana","channel":"CHANNEL_SLACK"}'
@@ -311,6 +318,18 @@ call GetConversation "$VISITOR_KEY" "{\"conversationId\":\"$CONV\",\"visitorId\"
     { cat "$WORK/get-visitor.json" >&2; fail "GetConversation (visitor key) does not show OPEN"; }
 pass "GetConversation (visitor key, own visitorId) -> OPEN"
 
+# The stream saw the walk: the close and the reopen, with their notes.
+for _ in $(seq 100); do
+    grep -q 'TRANSACTIONAL_KIND_CONVERSATION_REOPENED' "$WATCH_OUT" && break
+    sleep 0.1
+done
+for expected in '"conversationStarted"' '"toStatus": "CONVERSATION_STATUS_CLOSED"' \
+    'TRANSACTIONAL_KIND_CONVERSATION_CLOSED' '"toStatus": "CONVERSATION_STATUS_OPEN"' \
+    'TRANSACTIONAL_KIND_CONVERSATION_REOPENED' '"checkpoint"'; do
+    grep -q "$expected" "$WATCH_OUT" || { cat "$WATCH_OUT" >&2; fail "WatchEvents stream lacks $expected"; }
+done
+pass "WatchEvents (grpcurl stream) saw the start, the close and the reopen with their messages, and a checkpoint"
+
 # --- a client generated in another language ------------------------------------------
 if [[ "${SMOKE_SKIP_PYTHON:-0}" != 1 ]]; then
     python3 "$ROOT/scripts/python_client_check.py" --target "$ADDR" \
@@ -324,6 +343,13 @@ fi
 # --- graceful shutdown and restart ---------------------------------------------------
 stop_server TERM
 pass "SIGTERM -> server exited 0 within 10 s"
+
+wait "$WATCH_PID" 2>/dev/null || true
+if ! grep -q 'Unavailable' "$WATCH_OUT" || ! grep -q 'SERVER_SHUTTING_DOWN' "$WATCH_OUT"; then
+    tail -n 20 "$WATCH_OUT" >&2
+    fail "the open stream did not end with Unavailable, reason SERVER_SHUTTING_DOWN"
+fi
+pass "shutdown ended the open stream with Unavailable (SERVER_SHUTTING_DOWN) and a last_sequence to resume from"
 
 start_server 2
 pass "server 2 is SERVING on $ADDR with the same database"

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::domain::credentials::Role;
+use crate::{domain::credentials::Role, events::FeedConfig};
 
 /// Live-chat conversation status lifecycle over gRPC.
 #[derive(Debug, Parser)]
@@ -50,6 +50,24 @@ pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free port.
     #[arg(long, env = "CONVERSATIONS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Seconds an idle event stream waits before sending a checkpoint.
+    #[arg(long, env = "CONVERSATIONS_HEARTBEAT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_seconds: u64,
+    /// Seconds an event stream may make no progress before it is ended as
+    /// too slow (RESOURCE_EXHAUSTED, SUBSCRIBER_TOO_SLOW).
+    #[arg(long, env = "CONVERSATIONS_SLOW_SUBSCRIBER_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub slow_subscriber_seconds: u64,
+}
+
+impl ServeArgs {
+    /// The stream tuning these flags ask for.
+    pub fn feed(&self) -> FeedConfig {
+        FeedConfig {
+            heartbeat: std::time::Duration::from_secs(self.heartbeat_seconds),
+            slow_after: std::time::Duration::from_secs(self.slow_subscriber_seconds),
+            ..FeedConfig::default()
+        }
+    }
 }
 
 /// Workspace subcommands.
@@ -106,4 +124,6 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The SQLite file.
     pub database: PathBuf,
+    /// How event streams are tuned.
+    pub feed: FeedConfig,
 }

@@ -19,6 +19,7 @@
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod grpc;
 pub mod startup;
 pub mod store;

@@ -32,6 +32,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let settings = Settings {
                 listen: args.listen,
                 database: cli.database,
+                feed: args.feed(),
             };
             let application = Application::build(&settings).await?;
             if let Some(keys) = admin::bootstrap(application.app().store()).await? {

@@ -72,7 +72,7 @@ impl Application {
         Ok(Self {
             listener,
             local_addr,
-            app: App::new(store),
+            app: App::new(store, settings.feed),
         })
     }
 
@@ -113,6 +113,7 @@ impl Application {
 
         let purger = tokio::spawn(purge_request_ids(self.app.clone()));
         let store = self.app.store().clone();
+        let app = self.app.clone();
         tracing::info!(address = %self.local_addr, "serving conversations.v1.ConversationService");
         let result = Server::builder()
             .tcp_nodelay(true)
@@ -124,7 +125,8 @@ impl Application {
             .add_service(conversations)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 shutdown.await;
-                tracing::info!("shutting down: finishing calls in flight");
+                tracing::info!("shutting down: finishing calls in flight, ending event streams");
+                app.begin_shutdown();
                 health
                     .set_not_serving::<ConversationServiceServer<ConversationsApi>>()
                     .await;

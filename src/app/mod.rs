@@ -7,7 +7,12 @@ pub mod auth;
 pub mod mutations;
 pub mod queries;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::watch;
 
 use crate::{
     domain::{
@@ -15,6 +20,7 @@ use crate::{
         lifecycle::IdSource,
         values::{ConversationId, MessageId},
     },
+    events::FeedConfig,
     store::{Store, StoreError, changes::ApplyError},
 };
 
@@ -52,6 +58,16 @@ pub enum AppError {
         "request_id {0:?} was already used for a different request; use a new request_id for a new request"
     )]
     RequestIdReused(String),
+    /// A feed cursor beyond the newest event.
+    #[error(
+        "after_sequence {after} is ahead of the newest event ({head}); resume from a sequence this server sent"
+    )]
+    CursorAheadOfHead {
+        /// What the caller sent.
+        after: i64,
+        /// The newest sequence.
+        head: i64,
+    },
     /// A page token that this server did not issue for these filters.
     #[error(
         "page_token is not valid for this request; start again without one, or repeat the filters it was issued for"
@@ -81,17 +97,39 @@ impl From<sqlx::Error> for AppError {
 #[derive(Debug, Clone)]
 pub struct App {
     store: Store,
+    feed: FeedConfig,
+    shutdown: Arc<watch::Sender<bool>>,
 }
 
 impl App {
-    /// Serves the use cases from `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Serves the use cases from `store`, with streams tuned by `feed`.
+    pub fn new(store: Store, feed: FeedConfig) -> Self {
+        Self {
+            store,
+            feed,
+            shutdown: Arc::new(watch::channel(false).0),
+        }
     }
 
     /// The store behind the use cases.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How event streams are tuned.
+    pub fn feed_config(&self) -> FeedConfig {
+        self.feed
+    }
+
+    /// Turns true when the server begins to shut down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells long-lived calls (event streams) to end, so that a graceful
+    /// shutdown does not wait on them forever.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
     }
 }
 

@@ -285,14 +285,57 @@ pub enum EventPayload {
     },
 }
 
+/// The kinds of event, for filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A conversation started.
+    ConversationStarted,
+    /// The status changed.
+    StatusChanged,
+    /// A message was written.
+    MessagePosted,
+}
+
+impl EventKind {
+    /// The kind name used in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConversationStarted => "conversation_started",
+            Self::StatusChanged => "status_changed",
+            Self::MessagePosted => "message_posted",
+        }
+    }
+}
+
+/// A committed event, as the feed delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its place in the feed: global, strictly increasing, gap-free in
+    /// commit order.
+    pub sequence: i64,
+    /// Its id.
+    pub event_id: String,
+    /// The conversation it is about.
+    pub conversation_id: ConversationId,
+    /// When it happened.
+    pub create_time: Micros,
+    /// What happened.
+    pub payload: EventPayload,
+}
+
 impl EventPayload {
+    /// The kind of event.
+    pub fn event_kind(&self) -> EventKind {
+        match self {
+            Self::ConversationStarted { .. } => EventKind::ConversationStarted,
+            Self::StatusChanged { .. } => EventKind::StatusChanged,
+            Self::MessagePosted { .. } => EventKind::MessagePosted,
+        }
+    }
+
     /// The kind name used in storage.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::ConversationStarted { .. } => "conversation_started",
-            Self::StatusChanged { .. } => "status_changed",
-            Self::MessagePosted { .. } => "message_posted",
-        }
+        self.event_kind().as_str()
     }
 
     /// Who may see the event: a message's audience; everyone for the rest.

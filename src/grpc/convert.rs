@@ -8,6 +8,7 @@ use crate::{
     domain::{
         Audience, Author, Conversation, Message, MessageContent, Micros, Status,
         credentials::Role,
+        lifecycle::{Event, EventKind, EventPayload},
         message::{Appointment, TransactionalKind},
         values::{
             AgentId, AgentRef, Channel, DisplayName, HttpsUrl, Invalid, Label, MAX_PROVIDER_CHARS,
@@ -239,7 +240,59 @@ pub fn statuses(fields: &mut Fields, values: &[i32]) -> Vec<Status> {
     statuses
 }
 
+/// Event kinds of a feed filter; UNSPECIFIED or unknown values are refused.
+pub fn event_kinds(fields: &mut Fields, values: &[i32]) -> Vec<EventKind> {
+    let mut kinds = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        match pb::EventType::try_from(*value) {
+            Ok(pb::EventType::ConversationStarted) => kinds.push(EventKind::ConversationStarted),
+            Ok(pb::EventType::StatusChanged) => kinds.push(EventKind::StatusChanged),
+            Ok(pb::EventType::MessagePosted) => kinds.push(EventKind::MessagePosted),
+            Ok(pb::EventType::Unspecified) | Err(_) => {
+                fields.violation(
+                    &format!("event_types[{i}]"),
+                    format!("{value} is not a known EventType"),
+                );
+            }
+        }
+    }
+    kinds
+}
+
 // ---- domain to protobuf ----
+
+/// An event of the feed as the caller's role sees it.
+pub fn to_event(event: &Event, role: Role) -> pb::Event {
+    use pb::event::Payload;
+    let payload = match &event.payload {
+        EventPayload::ConversationStarted { conversation } => {
+            Payload::ConversationStarted(pb::ConversationStarted {
+                conversation: Some(to_conversation(conversation, role)),
+            })
+        }
+        EventPayload::StatusChanged {
+            from_status: from,
+            to_status: to,
+            actor,
+            conversation,
+        } => Payload::StatusChanged(pb::StatusChanged {
+            from_status: to_status(*from).into(),
+            to_status: to_status(*to).into(),
+            actor: Some(to_author(actor)),
+            conversation: Some(to_conversation(conversation, role)),
+        }),
+        EventPayload::MessagePosted { message } => Payload::MessagePosted(pb::MessagePosted {
+            message: Some(to_message(message)),
+        }),
+    };
+    pb::Event {
+        sequence: event.sequence,
+        event_id: event.event_id.clone(),
+        conversation_id: event.conversation_id.as_str().to_owned(),
+        create_time: Some(to_timestamp(event.create_time)),
+        payload: Some(payload),
+    }
+}
 
 /// A timestamp from microseconds.
 pub fn to_timestamp(micros: Micros) -> Timestamp {

@@ -9,6 +9,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     app::{AppError, AuthError},
     domain::DecideError,
+    events::FeedEnd,
 };
 
 /// `ErrorInfo.domain` of every error this service returns.
@@ -101,6 +102,12 @@ impl From<AppError> for Status {
                 message,
                 HashMap::new(),
             ),
+            AppError::CursorAheadOfHead { head, .. } => status(
+                Code::OutOfRange,
+                "CURSOR_AHEAD_OF_HEAD",
+                message,
+                HashMap::from([("head_sequence".to_owned(), head.to_string())]),
+            ),
             AppError::InvalidPageToken => {
                 let mut details = ErrorDetails::with_error_info(
                     "INVALID_PAGE_TOKEN",
@@ -121,5 +128,38 @@ impl From<AppError> for Status {
                 )
             }
         }
+    }
+}
+
+impl From<FeedEnd> for Status {
+    fn from(end: FeedEnd) -> Self {
+        let (code, reason, last_sequence, why) = match end {
+            FeedEnd::TooSlow { last_sequence } => (
+                Code::ResourceExhausted,
+                "SUBSCRIBER_TOO_SLOW",
+                last_sequence,
+                "the stream fell behind: the client did not read fast enough",
+            ),
+            FeedEnd::ShuttingDown { last_sequence } => (
+                Code::Unavailable,
+                "SERVER_SHUTTING_DOWN",
+                last_sequence,
+                "the server is shutting down",
+            ),
+            FeedEnd::Failed { last_sequence } => (
+                Code::Unavailable,
+                "FEED_INTERRUPTED",
+                last_sequence,
+                "the stream was interrupted",
+            ),
+        };
+        status(
+            code,
+            reason,
+            format!(
+                "{why}; reconnect with after_sequence = {last_sequence} to resume without loss"
+            ),
+            HashMap::from([("last_sequence".to_owned(), last_sequence.to_string())]),
+        )
     }
 }

@@ -2,16 +2,25 @@
 //! request into a domain command or query, delegate to the application, and
 //! convert the answer for the caller's role.
 
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, Fields, page_size, page_token, to_conversation, to_message};
+use super::convert::{self, Fields, page_size, page_token, to_conversation, to_event, to_message};
 use crate::{
     app::{App, Caller, mutations::Outcome, queries::count_of},
     domain::{
         Command, Status as ConversationStatus,
+        credentials::Role,
         lifecycle::{AgentAction, Sender},
         values::{AgentId, ConversationId, RequestId, VisitorId},
     },
+    events::{EventQuery, FeedEnd, FeedItem},
     pb::{self, conversation_service_server::ConversationService},
     store::conversations::ListFilter,
 };
@@ -45,6 +54,22 @@ impl ConversationsApi {
         Ok(self.app.execute(caller, request_id, command).await?)
     }
 
+    /// Parses the shared part of WatchEvents and ListEvents.
+    fn event_query(
+        f: &mut Fields,
+        after_sequence: i64,
+        conversation_id: &str,
+        visitor_id: &str,
+        event_types: &[i32],
+    ) -> EventQuery {
+        EventQuery {
+            after_sequence,
+            conversation_id: f.optional("conversation_id", conversation_id, ConversationId::parse),
+            visitor_id: f.optional("visitor_id", visitor_id, VisitorId::parse),
+            kinds: convert::event_kinds(f, event_types),
+        }
+    }
+
     /// Close, mark pending and reopen share their request shape.
     async fn change_status(
         &self,
@@ -76,8 +101,102 @@ impl ConversationsApi {
     }
 }
 
+/// The WatchEvents response stream: the subscription's items, then, if the
+/// producer ended it for a reason, that reason as the final status.
+pub struct WatchEventsStream {
+    items: mpsc::Receiver<FeedItem>,
+    end: Option<oneshot::Receiver<FeedEnd>>,
+    role: Role,
+}
+
+impl tokio_stream::Stream for WatchEventsStream {
+    type Item = Result<pb::WatchEventsResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use pb::watch_events_response::Item;
+        match self.items.poll_recv(cx) {
+            Poll::Ready(Some(item)) => {
+                let item = match item {
+                    FeedItem::Event(event) => Item::Event(to_event(&event, self.role)),
+                    FeedItem::Checkpoint(sequence) => Item::Checkpoint(pb::Checkpoint { sequence }),
+                };
+                Poll::Ready(Some(Ok(pb::WatchEventsResponse { item: Some(item) })))
+            }
+            Poll::Pending => Poll::Pending,
+            // Every item was delivered; now the reason, if there is one.
+            Poll::Ready(None) => {
+                let Some(end) = self.end.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                match Pin::new(end).poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(reason) => {
+                        self.end = None;
+                        Poll::Ready(reason.ok().map(|reason| Err(reason.into())))
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ConversationService for ConversationsApi {
+    type WatchEventsStream = WatchEventsStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let query = Self::event_query(
+            &mut f,
+            req.after_sequence,
+            &req.conversation_id,
+            &req.visitor_id,
+            &req.event_types,
+        );
+        let query = f.done(Some(query))?;
+        let subscription = self.app.watch_events(&caller, &query).await?;
+        Ok(Response::new(WatchEventsStream {
+            items: subscription.items,
+            end: Some(subscription.end),
+            role: caller.role,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let query = Self::event_query(
+            &mut f,
+            req.after_sequence,
+            &req.conversation_id,
+            &req.visitor_id,
+            &req.event_types,
+        );
+        let size = page_size(&mut f, req.page_size);
+        let query = f.done(Some(query))?;
+        let page = self.app.list_events(&caller, &query, size).await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: page
+                .events
+                .iter()
+                .map(|e| to_event(e, caller.role))
+                .collect(),
+            next_after_sequence: page.next_after_sequence,
+            head_sequence: page.head_sequence,
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn start_conversation(
         &self,

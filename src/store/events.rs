@@ -1,9 +1,83 @@
 //! The durable event feed: appended with each change, read by sequence.
+//!
+//! Readers rely on one invariant: sequences become visible in order. It holds
+//! because every write goes through the single writer connection under
+//! `BEGIN IMMEDIATE` (see the module above), so transactions commit one after
+//! another and AUTOINCREMENT hands out their sequences in commit order. A
+//! reader that has seen sequence N has therefore seen everything before N,
+//! and can resume with `sequence > N` without missing a late commit.
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::StoreError;
-use crate::domain::{WorkspaceId, lifecycle::NewEvent};
+use crate::domain::{
+    Micros, WorkspaceId,
+    lifecycle::{Event, EventKind, NewEvent},
+    values::ConversationId,
+};
+
+/// Which events a reader may see and wants.
+#[derive(Debug, Clone)]
+pub struct EventScope {
+    /// Only this workspace's events.
+    pub workspace_id: WorkspaceId,
+    /// Only this conversation's, when set.
+    pub conversation_id: Option<ConversationId>,
+    /// Only events visible to the visitor (status changes, starts, messages
+    /// for everyone).
+    pub everyone_only: bool,
+    /// Only these kinds; empty means all.
+    pub kinds: Vec<EventKind>,
+}
+
+/// Up to `limit` events in `scope` with `after < sequence <= up_to`, in order.
+pub async fn read(
+    conn: &mut SqliteConnection,
+    scope: &EventScope,
+    after: i64,
+    up_to: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "SELECT sequence, event_id, conversation_id, create_time, payload FROM events WHERE sequence > ",
+    );
+    query
+        .push_bind(after)
+        .push(" AND sequence <= ")
+        .push_bind(up_to);
+    query
+        .push(" AND workspace_id = ")
+        .push_bind(scope.workspace_id.0);
+    if let Some(conversation_id) = &scope.conversation_id {
+        query
+            .push(" AND conversation_id = ")
+            .push_bind(conversation_id.as_str().to_owned());
+    }
+    if scope.everyone_only {
+        query.push(" AND audience = 'everyone'");
+    }
+    if !scope.kinds.is_empty() {
+        query.push(" AND kind IN (");
+        let mut kinds = query.separated(", ");
+        for kind in &scope.kinds {
+            kinds.push_bind(kind.as_str());
+        }
+        query.push(")");
+    }
+    query.push(" ORDER BY sequence LIMIT ").push_bind(limit);
+    let rows = query.build().fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Event {
+                sequence: row.try_get("sequence")?,
+                event_id: row.try_get("event_id")?,
+                conversation_id: ConversationId::from_trusted(row.try_get("conversation_id")?),
+                create_time: Micros(row.try_get("create_time")?),
+                payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
+            })
+        })
+        .collect()
+}
 
 /// The sequence of the newest event; 0 when there is none.
 pub async fn head(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
