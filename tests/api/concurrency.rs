@@ -4,92 +4,39 @@
 use std::sync::Arc;
 
 use conversations::pb::{
-    self, ConversationStatus,
-    message::Content as MessageContent,
-    send_message_request::{Content, Sender},
+    self, ConversationStatus, message::Content as MessageContent, send_message_request::Sender,
 };
 use tokio::{sync::Barrier, task::JoinSet};
 use tonic::Code;
 
-use crate::helpers::{Client, TestApp, bad_fields, dana, reason, start};
+use crate::helpers::{
+    Client, TestApp, as_visitor, bad_fields, close_request, dana, get, list_all,
+    mark_pending_request, reason, reopen_request, restart_request, start, text_request, thread,
+};
 
-async fn get(client: &mut Client, id: &str) -> pb::Conversation {
-    client
-        .get_conversation(pb::GetConversationRequest {
-            conversation_id: id.to_owned(),
-            visitor_id: String::new(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .conversation
-        .expect("conversation")
-}
-
-async fn thread(client: &mut Client, id: &str) -> Vec<pb::Message> {
-    client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: id.to_owned(),
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .expect("list messages")
-        .into_inner()
-        .messages
-}
-
-async fn conversation_count(client: &mut Client) -> usize {
-    client
-        .list_conversations(pb::ListConversationsRequest {
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .expect("list conversations")
-        .into_inner()
-        .conversations
-        .len()
-}
-
-fn text(
-    conversation_id: &str,
-    sender: Sender,
-    text: &str,
-    request_id: &str,
-) -> pb::SendMessageRequest {
-    pb::SendMessageRequest {
-        conversation_id: conversation_id.to_owned(),
-        sender: Some(sender),
-        content: Some(Content::Text(text.to_owned())),
-        request_id: request_id.to_owned(),
-    }
-}
-
-fn close(id: &str, etag: &str, request_id: &str) -> pb::CloseConversationRequest {
+/// A close by Dana that only applies at `etag` ("" = any version), with
+/// `request_id` ("" = none).
+fn close_at(id: &str, etag: &str, request_id: &str) -> pb::CloseConversationRequest {
     pb::CloseConversationRequest {
-        conversation_id: id.to_owned(),
-        agent: Some(dana()),
         etag: etag.to_owned(),
         request_id: request_id.to_owned(),
+        ..close_request(id, dana())
     }
 }
 
-fn mark_pending(id: &str, etag: &str) -> pb::MarkConversationPendingRequest {
+/// A mark pending by Dana that only applies at `etag` ("" = any version).
+fn mark_pending_at(id: &str, etag: &str) -> pb::MarkConversationPendingRequest {
     pb::MarkConversationPendingRequest {
-        conversation_id: id.to_owned(),
-        agent: Some(dana()),
         etag: etag.to_owned(),
-        request_id: String::new(),
+        ..mark_pending_request(id, dana())
     }
 }
 
-fn reopen(id: &str, etag: &str) -> pb::ReopenConversationRequest {
+/// A reopen by Dana that only applies at `etag` ("" = any version).
+fn reopen_at(id: &str, etag: &str) -> pb::ReopenConversationRequest {
     pb::ReopenConversationRequest {
-        conversation_id: id.to_owned(),
-        agent: Some(dana()),
         etag: etag.to_owned(),
-        request_id: String::new(),
+        ..reopen_request(id, dana())
     }
 }
 
@@ -116,31 +63,31 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
     let started = start(&mut agent, "v-1").await;
     let id = started.conversation_id.clone();
     agent
-        .send_message(text(&id, Sender::Agent(dana()), "hi", ""))
+        .send_message(text_request(&id, Sender::Agent(dana()), "hi", ""))
         .await
         .expect("send");
-    let current = get(&mut agent, &id).await;
+    let current = get(&mut agent, &id, "").await;
     let stale = started.etag.clone();
     assert_ne!(stale, current.etag);
     let head = app.max_event_sequence().await;
 
     let refused = agent
-        .close_conversation(close(&id, &stale, ""))
+        .close_conversation(close_at(&id, &stale, ""))
         .await
         .unwrap_err();
     assert_etag_mismatch(&refused);
     let refused = agent
-        .mark_conversation_pending(mark_pending(&id, &stale))
+        .mark_conversation_pending(mark_pending_at(&id, &stale))
         .await
         .unwrap_err();
     assert_etag_mismatch(&refused);
-    assert_eq!(get(&mut agent, &id).await, current, "nothing changed");
-    assert_eq!(thread(&mut agent, &id).await.len(), 1);
+    assert_eq!(get(&mut agent, &id, "").await, current, "nothing changed");
+    assert_eq!(thread(&mut agent, &id, "").await.len(), 1);
     assert_eq!(app.max_event_sequence().await, head);
 
     // The current etag works; the one it replaces is stale from then on.
     let pending = agent
-        .mark_conversation_pending(mark_pending(&id, &current.etag))
+        .mark_conversation_pending(mark_pending_at(&id, &current.etag))
         .await
         .expect("mark pending with the current etag")
         .into_inner()
@@ -148,14 +95,14 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
         .expect("conversation");
     assert_eq!(pending.status(), ConversationStatus::Pending);
     let refused = agent
-        .reopen_conversation(reopen(&id, &current.etag))
+        .reopen_conversation(reopen_at(&id, &current.etag))
         .await
         .unwrap_err();
     assert_etag_mismatch(&refused);
-    assert_eq!(get(&mut agent, &id).await, pending, "nothing changed");
+    assert_eq!(get(&mut agent, &id, "").await, pending, "nothing changed");
 
     let reopened = agent
-        .reopen_conversation(reopen(&id, &pending.etag))
+        .reopen_conversation(reopen_at(&id, &pending.etag))
         .await
         .expect("reopen with the current etag")
         .into_inner()
@@ -163,7 +110,7 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
         .expect("conversation");
     assert_eq!(reopened.status(), ConversationStatus::Open);
     let closed = agent
-        .close_conversation(close(&id, &reopened.etag, ""))
+        .close_conversation(close_at(&id, &reopened.etag, ""))
         .await
         .expect("close with the current etag")
         .into_inner()
@@ -185,31 +132,22 @@ async fn the_etag_changes_on_every_mutation() {
         etags.push(conversation.expect("conversation").etag);
     };
 
-    let r = agent.send_message(text(&id, Sender::Agent(dana()), "hello", ""));
+    let r = agent.send_message(text_request(&id, Sender::Agent(dana()), "hello", ""));
     seen(r.await.unwrap().into_inner().conversation);
-    let r = visitor.send_message(text(&id, Sender::VisitorId("v-1".into()), "hi", ""));
+    let r = visitor.send_message(text_request(&id, as_visitor("v-1"), "hi", ""));
     seen(r.await.unwrap().into_inner().conversation);
-    let r = agent.mark_conversation_pending(mark_pending(&id, ""));
+    let r = agent.mark_conversation_pending(mark_pending_at(&id, ""));
     seen(r.await.unwrap().into_inner().conversation);
     // A visitor reply on PENDING moves it back to OPEN.
-    let r = visitor.send_message(text(
-        &id,
-        Sender::VisitorId("v-1".into()),
-        "still there?",
-        "",
-    ));
+    let r = visitor.send_message(text_request(&id, as_visitor("v-1"), "still there?", ""));
     seen(r.await.unwrap().into_inner().conversation);
-    let r = agent.close_conversation(close(&id, "", ""));
+    let r = agent.close_conversation(close_at(&id, "", ""));
     seen(r.await.unwrap().into_inner().conversation);
-    let r = agent.reopen_conversation(reopen(&id, ""));
+    let r = agent.reopen_conversation(reopen_at(&id, ""));
     seen(r.await.unwrap().into_inner().conversation);
-    let r = agent.close_conversation(close(&id, "", ""));
+    let r = agent.close_conversation(close_at(&id, "", ""));
     seen(r.await.unwrap().into_inner().conversation);
-    let r = visitor.restart_conversation(pb::RestartConversationRequest {
-        conversation_id: id.clone(),
-        visitor_id: "v-1".into(),
-        request_id: String::new(),
-    });
+    let r = visitor.restart_conversation(restart_request(&id, "v-1"));
     seen(r.await.unwrap().into_inner().conversation);
 
     assert_eq!(etags.len(), 9);
@@ -218,7 +156,7 @@ async fn the_etag_changes_on_every_mutation() {
     distinct.dedup();
     assert_eq!(distinct.len(), etags.len(), "etags repeat: {etags:?}");
     assert!(etags.iter().all(|e| !e.is_empty()));
-    assert_eq!(&get(&mut agent, &id).await.etag, etags.last().unwrap());
+    assert_eq!(&get(&mut agent, &id, "").await.etag, etags.last().unwrap());
     app.stop().await;
 }
 
@@ -247,7 +185,7 @@ async fn a_retried_start_returns_the_first_response_and_writes_nothing() {
             .into_inner();
         assert_eq!(retried, first);
     }
-    assert_eq!(conversation_count(&mut agent).await, 1);
+    assert_eq!(list_all(&mut agent).await.conversations.len(), 1);
     assert_eq!(app.max_event_sequence().await, head);
     app.stop().await;
 }
@@ -258,7 +196,7 @@ async fn a_retried_send_message_returns_the_first_message_and_writes_nothing() {
     let mut agent = app.agent().await;
     let mut visitor = app.visitor().await;
     let id = start(&mut agent, "v-1").await.conversation_id;
-    let request = text(&id, Sender::VisitorId("v-1".into()), "hello", "send-1");
+    let request = text_request(&id, as_visitor("v-1"), "hello", "send-1");
     let first = visitor
         .send_message(request.clone())
         .await
@@ -276,9 +214,9 @@ async fn a_retried_send_message_returns_the_first_message_and_writes_nothing() {
         retried.message.as_ref().unwrap().message_id,
         first.message.as_ref().unwrap().message_id
     );
-    let messages = thread(&mut agent, &id).await;
+    let messages = thread(&mut agent, &id, "").await;
     assert_eq!(messages.len(), 1);
-    assert_eq!(get(&mut agent, &id).await.message_count, 1);
+    assert_eq!(get(&mut agent, &id, "").await.message_count, 1);
     assert_eq!(app.max_event_sequence().await, head);
     app.stop().await;
 }
@@ -289,7 +227,7 @@ async fn a_retried_close_returns_the_first_response_even_after_the_conversation_
     let mut agent = app.agent().await;
     let started = start(&mut agent, "v-1").await;
     let id = started.conversation_id.clone();
-    let request = close(&id, &started.etag, "close-1");
+    let request = close_at(&id, &started.etag, "close-1");
     let first = agent
         .close_conversation(request.clone())
         .await
@@ -300,19 +238,19 @@ async fn a_retried_close_returns_the_first_response_even_after_the_conversation_
         ConversationStatus::Closed
     );
     let reopened = agent
-        .reopen_conversation(reopen(&id, ""))
+        .reopen_conversation(reopen_at(&id, ""))
         .await
         .expect("reopen")
         .into_inner()
         .conversation
         .unwrap();
     agent
-        .send_message(text(&id, Sender::Agent(dana()), "back again", ""))
+        .send_message(text_request(&id, Sender::Agent(dana()), "back again", ""))
         .await
         .expect("send");
-    let now = get(&mut agent, &id).await;
+    let now = get(&mut agent, &id, "").await;
     assert_ne!(now.etag, reopened.etag);
-    let messages = thread(&mut agent, &id).await;
+    let messages = thread(&mut agent, &id, "").await;
     let head = app.max_event_sequence().await;
 
     // The etag in the retried request is stale now, and the conversation is
@@ -323,8 +261,12 @@ async fn a_retried_close_returns_the_first_response_even_after_the_conversation_
         .expect("retry replays")
         .into_inner();
     assert_eq!(retried, first);
-    assert_eq!(get(&mut agent, &id).await, now, "the retry changed nothing");
-    assert_eq!(thread(&mut agent, &id).await, messages);
+    assert_eq!(
+        get(&mut agent, &id, "").await,
+        now,
+        "the retry changed nothing"
+    );
+    assert_eq!(thread(&mut agent, &id, "").await, messages);
     assert_eq!(app.max_event_sequence().await, head);
     app.stop().await;
 }
@@ -357,7 +299,7 @@ async fn a_request_id_reused_for_a_different_request_is_refused() {
     assert_eq!(reason(&other_visitor), "REQUEST_ID_REUSED");
 
     let other_method = agent
-        .close_conversation(close(&id, "", "r-1"))
+        .close_conversation(close_at(&id, "", "r-1"))
         .await
         .unwrap_err();
     assert_eq!(other_method.code(), Code::InvalidArgument);
@@ -365,22 +307,22 @@ async fn a_request_id_reused_for_a_different_request_is_refused() {
 
     // A message with a different text under a used id.
     agent
-        .send_message(text(&id, Sender::Agent(dana()), "one", "r-2"))
+        .send_message(text_request(&id, Sender::Agent(dana()), "one", "r-2"))
         .await
         .expect("send");
     let head_after_send = app.max_event_sequence().await;
     assert!(head_after_send > head);
     let other_text = agent
-        .send_message(text(&id, Sender::Agent(dana()), "two", "r-2"))
+        .send_message(text_request(&id, Sender::Agent(dana()), "two", "r-2"))
         .await
         .unwrap_err();
     assert_eq!(other_text.code(), Code::InvalidArgument);
     assert_eq!(reason(&other_text), "REQUEST_ID_REUSED");
 
-    let conversation = get(&mut agent, &id).await;
+    let conversation = get(&mut agent, &id, "").await;
     assert_eq!(conversation.status(), ConversationStatus::Open);
     assert_eq!(conversation.message_count, 1);
-    assert_eq!(conversation_count(&mut agent).await, 1);
+    assert_eq!(list_all(&mut agent).await.conversations.len(), 1);
     assert_eq!(app.max_event_sequence().await, head_after_send);
     app.stop().await;
 }
@@ -404,19 +346,19 @@ async fn a_request_id_over_64_characters_is_refused() {
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(bad_fields(&refused), ["request_id"]);
     let refused = agent
-        .send_message(text(&id, Sender::Agent(dana()), "hi", &too_long))
+        .send_message(text_request(&id, Sender::Agent(dana()), "hi", &too_long))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(bad_fields(&refused), ["request_id"]);
     let refused = agent
-        .close_conversation(close(&id, "", &too_long))
+        .close_conversation(close_at(&id, "", &too_long))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(bad_fields(&refused), ["request_id"]);
     assert_eq!(app.max_event_sequence().await, head, "nothing was written");
-    assert_eq!(conversation_count(&mut agent).await, 1);
+    assert_eq!(list_all(&mut agent).await.conversations.len(), 1);
 
     agent
         .start_conversation(pb::StartConversationRequest {
@@ -440,7 +382,7 @@ async fn concurrent_closes_of_one_conversation_let_exactly_one_win() {
         let (id, barrier) = (id.clone(), barrier.clone());
         racers.spawn(async move {
             barrier.wait().await;
-            client.close_conversation(close(&id, "", "")).await
+            client.close_conversation(close_at(&id, "", "")).await
         });
     }
     let results = racers.join_all().await;
@@ -451,7 +393,7 @@ async fn concurrent_closes_of_one_conversation_let_exactly_one_win() {
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
         assert_eq!(reason(refused), "CONVERSATION_ALREADY_CLOSED");
     }
-    let closes = thread(&mut agent, &id)
+    let closes = thread(&mut agent, &id, "")
         .await
         .into_iter()
         .filter(|m| {
@@ -460,7 +402,7 @@ async fn concurrent_closes_of_one_conversation_let_exactly_one_win() {
         })
         .count();
     assert_eq!(closes, 1, "exactly one close message");
-    let conversation = get(&mut agent, &id).await;
+    let conversation = get(&mut agent, &id, "").await;
     assert_eq!(conversation.status(), ConversationStatus::Closed);
     assert_eq!(conversation.message_count, 1);
     app.stop().await;
@@ -496,7 +438,7 @@ async fn concurrent_starts_with_one_request_id_create_one_conversation() {
         "all answer the same first response"
     );
     let mut agent = app.agent().await;
-    assert_eq!(conversation_count(&mut agent).await, 1);
+    assert_eq!(list_all(&mut agent).await.conversations.len(), 1);
     assert_eq!(app.max_event_sequence().await, responses[0].event_sequence);
     app.stop().await;
 }
@@ -513,7 +455,7 @@ async fn concurrent_messages_take_consecutive_positions() {
         racers.spawn(async move {
             barrier.wait().await;
             client
-                .send_message(text(
+                .send_message(text_request(
                     &id,
                     Sender::Agent(dana()),
                     &format!("message {i}"),
@@ -532,13 +474,13 @@ async fn concurrent_messages_take_consecutive_positions() {
     answered.sort_unstable();
     let expected: Vec<i64> = (1..=RACERS as i64).collect();
     assert_eq!(answered, expected);
-    let stored: Vec<i64> = thread(&mut agent, &id)
+    let stored: Vec<i64> = thread(&mut agent, &id, "")
         .await
         .iter()
         .map(|m| m.position)
         .collect();
     assert_eq!(stored, expected, "oldest first, no gaps, no duplicates");
-    assert_eq!(get(&mut agent, &id).await.message_count, RACERS as i64);
+    assert_eq!(get(&mut agent, &id, "").await.message_count, RACERS as i64);
     app.stop().await;
 }
 
@@ -558,12 +500,12 @@ async fn concurrent_changes_with_one_etag_let_exactly_one_apply() {
             // only the etag can stop the losers.
             if i % 2 == 0 {
                 client
-                    .close_conversation(close(&id, &etag, ""))
+                    .close_conversation(close_at(&id, &etag, ""))
                     .await
                     .map(|_| ())
             } else {
                 client
-                    .mark_conversation_pending(mark_pending(&id, &etag))
+                    .mark_conversation_pending(mark_pending_at(&id, &etag))
                     .await
                     .map(|_| ())
             }
@@ -575,10 +517,10 @@ async fn concurrent_changes_with_one_etag_let_exactly_one_apply() {
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_etag_mismatch(refused);
     }
-    let conversation = get(&mut agent, &id).await;
+    let conversation = get(&mut agent, &id, "").await;
     assert_ne!(conversation.status(), ConversationStatus::Open);
     assert_eq!(conversation.message_count, 1, "one status change, one note");
-    assert_eq!(thread(&mut agent, &id).await.len(), 1);
+    assert_eq!(thread(&mut agent, &id, "").await.len(), 1);
     app.stop().await;
 }
 
@@ -595,19 +537,19 @@ async fn racing_mutations_leave_a_consistent_thread() {
             barrier.wait().await;
             let result = match i % 4 {
                 0 => client
-                    .close_conversation(close(&id, "", ""))
+                    .close_conversation(close_at(&id, "", ""))
                     .await
                     .map(|_| ()),
                 1 => client
-                    .mark_conversation_pending(mark_pending(&id, ""))
+                    .mark_conversation_pending(mark_pending_at(&id, ""))
                     .await
                     .map(|_| ()),
                 2 => client
-                    .reopen_conversation(reopen(&id, ""))
+                    .reopen_conversation(reopen_at(&id, ""))
                     .await
                     .map(|_| ()),
                 _ => client
-                    .send_message(text(&id, Sender::VisitorId("v-1".into()), "hi", ""))
+                    .send_message(text_request(&id, as_visitor("v-1"), "hi", ""))
                     .await
                     .map(|_| ()),
             };
@@ -620,7 +562,7 @@ async fn racing_mutations_leave_a_consistent_thread() {
     }
 
     // Whatever the order, the thread tells one consistent story.
-    let messages = thread(&mut agent, &id).await;
+    let messages = thread(&mut agent, &id, "").await;
     let positions: Vec<i64> = messages.iter().map(|m| m.position).collect();
     assert_eq!(positions, (1..=messages.len() as i64).collect::<Vec<_>>());
     let mut status = ConversationStatus::Open;
@@ -642,7 +584,7 @@ async fn racing_mutations_leave_a_consistent_thread() {
             other => panic!("unexpected content {other:?}"),
         }
     }
-    let conversation = get(&mut agent, &id).await;
+    let conversation = get(&mut agent, &id, "").await;
     assert_eq!(conversation.status(), status);
     assert_eq!(conversation.message_count, messages.len() as i64);
     let succeeded_texts = results

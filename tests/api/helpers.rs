@@ -7,7 +7,11 @@ use conversations::{
     app::admin,
     config::Settings,
     domain::credentials::Role,
-    pb::{self, conversation_service_client::ConversationServiceClient},
+    pb::{
+        self,
+        conversation_service_client::ConversationServiceClient,
+        send_message_request::{Content, Sender},
+    },
     startup::{Application, StartupError},
     store::Store,
 };
@@ -78,6 +82,7 @@ impl TestApp {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().expect("address"),
             database: db_path.clone(),
+            feed: Default::default(),
         };
         let application = Application::build(&settings).await.expect("server builds");
         let keys = admin::bootstrap(application.app().store())
@@ -208,6 +213,189 @@ pub async fn start(client: &mut Client, visitor_id: &str) -> pb::Conversation {
         .into_inner()
         .conversation
         .expect("conversation")
+}
+
+/// The sender "the conversation's visitor `visitor_id`".
+pub fn as_visitor(visitor_id: &str) -> Sender {
+    Sender::VisitorId(visitor_id.to_owned())
+}
+
+// Requests, built but not sent: for calls a test expects to be refused, or
+// sends itself.
+
+/// GetConversation of `id`; `visitor_id` empty for agent keys.
+pub fn get_request(id: &str, visitor_id: &str) -> pb::GetConversationRequest {
+    pb::GetConversationRequest {
+        conversation_id: id.to_owned(),
+        visitor_id: visitor_id.to_owned(),
+    }
+}
+
+/// ListMessages of `id` (default page size); `visitor_id` empty for agent
+/// keys.
+pub fn list_messages_request(id: &str, visitor_id: &str) -> pb::ListMessagesRequest {
+    pb::ListMessagesRequest {
+        conversation_id: id.to_owned(),
+        visitor_id: visitor_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// SendMessage of the text `text` from `sender`, with `request_id` ("" for
+/// none).
+pub fn text_request(
+    id: &str,
+    sender: Sender,
+    text: &str,
+    request_id: &str,
+) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        conversation_id: id.to_owned(),
+        sender: Some(sender),
+        content: Some(Content::Text(text.to_owned())),
+        request_id: request_id.to_owned(),
+    }
+}
+
+/// SendMessage of the text "hello" from `sender`, without a request id.
+pub fn hello_request(id: &str, sender: Sender) -> pb::SendMessageRequest {
+    text_request(id, sender, "hello", "")
+}
+
+/// CloseConversation of `id` by `agent`, without etag or request id.
+pub fn close_request(id: &str, agent: pb::AgentRef) -> pb::CloseConversationRequest {
+    pb::CloseConversationRequest {
+        conversation_id: id.to_owned(),
+        agent: Some(agent),
+        ..Default::default()
+    }
+}
+
+/// MarkConversationPending of `id` by `agent`, without etag or request id.
+pub fn mark_pending_request(id: &str, agent: pb::AgentRef) -> pb::MarkConversationPendingRequest {
+    pb::MarkConversationPendingRequest {
+        conversation_id: id.to_owned(),
+        agent: Some(agent),
+        ..Default::default()
+    }
+}
+
+/// ReopenConversation of `id` by `agent`, without etag or request id.
+pub fn reopen_request(id: &str, agent: pb::AgentRef) -> pb::ReopenConversationRequest {
+    pb::ReopenConversationRequest {
+        conversation_id: id.to_owned(),
+        agent: Some(agent),
+        ..Default::default()
+    }
+}
+
+/// RestartConversation of `id` as its visitor `visitor_id`, without a request
+/// id.
+pub fn restart_request(id: &str, visitor_id: &str) -> pb::RestartConversationRequest {
+    pb::RestartConversationRequest {
+        conversation_id: id.to_owned(),
+        visitor_id: visitor_id.to_owned(),
+        request_id: String::new(),
+    }
+}
+
+// Calls that must succeed: each panics, naming the call, if it is refused.
+
+/// The conversation `id` as `client` sees it; `visitor_id` empty for agent
+/// keys.
+pub async fn get(client: &mut Client, id: &str, visitor_id: &str) -> pb::Conversation {
+    client
+        .get_conversation(get_request(id, visitor_id))
+        .await
+        .expect("get")
+        .into_inner()
+        .conversation
+        .expect("conversation")
+}
+
+/// The whole thread (up to 500 messages) as `client` sees it; `visitor_id`
+/// empty for agent keys.
+pub async fn thread(client: &mut Client, id: &str, visitor_id: &str) -> Vec<pb::Message> {
+    client
+        .list_messages(pb::ListMessagesRequest {
+            page_size: 500,
+            ..list_messages_request(id, visitor_id)
+        })
+        .await
+        .expect("list messages")
+        .into_inner()
+        .messages
+}
+
+/// One page of ListConversations.
+pub async fn list(
+    client: &mut Client,
+    request: pb::ListConversationsRequest,
+) -> pb::ListConversationsResponse {
+    client
+        .list_conversations(request)
+        .await
+        .expect("list conversations")
+        .into_inner()
+}
+
+/// Every conversation `client` may list (up to 500), unfiltered.
+pub async fn list_all(client: &mut Client) -> pb::ListConversationsResponse {
+    list(
+        client,
+        pb::ListConversationsRequest {
+            page_size: 500,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// The ids of `conversations`, in order.
+pub fn ids(conversations: &[pb::Conversation]) -> Vec<String> {
+    conversations
+        .iter()
+        .map(|c| c.conversation_id.clone())
+        .collect()
+}
+
+/// Closes `id` as `agent`.
+pub async fn close(
+    client: &mut Client,
+    id: &str,
+    agent: pb::AgentRef,
+) -> pb::CloseConversationResponse {
+    client
+        .close_conversation(close_request(id, agent))
+        .await
+        .expect("close")
+        .into_inner()
+}
+
+/// Marks `id` pending as `agent`.
+pub async fn mark_pending(
+    client: &mut Client,
+    id: &str,
+    agent: pb::AgentRef,
+) -> pb::MarkConversationPendingResponse {
+    client
+        .mark_conversation_pending(mark_pending_request(id, agent))
+        .await
+        .expect("mark pending")
+        .into_inner()
+}
+
+/// Reopens `id` as `agent`.
+pub async fn reopen(
+    client: &mut Client,
+    id: &str,
+    agent: pb::AgentRef,
+) -> pb::ReopenConversationResponse {
+    client
+        .reopen_conversation(reopen_request(id, agent))
+        .await
+        .expect("reopen")
+        .into_inner()
 }
 
 /// The ErrorInfo reason of a status ("" if none).

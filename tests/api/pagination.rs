@@ -6,34 +6,17 @@ use std::collections::HashSet;
 use conversations::{
     app::{App, UlidIds, now},
     domain::{Command, lifecycle, values::VisitorId},
-    pb::{
-        self, ConversationStatus,
-        send_message_request::{Content, Sender},
-    },
+    pb::{self, ConversationStatus, send_message_request::Sender},
     store::{Store, changes},
 };
 use tokio::task::JoinSet;
 use tonic::Code;
 
-use crate::helpers::{Client, TestApp, agent_ref, bad_fields, dana, reason, start};
-
-async fn list(
-    client: &mut Client,
-    request: pb::ListConversationsRequest,
-) -> pb::ListConversationsResponse {
-    client
-        .list_conversations(request)
-        .await
-        .expect("list conversations")
-        .into_inner()
-}
-
-fn ids(conversations: &[pb::Conversation]) -> Vec<String> {
-    conversations
-        .iter()
-        .map(|c| c.conversation_id.clone())
-        .collect()
-}
+use crate::helpers::{
+    Client, TestApp, agent_ref, as_visitor, bad_fields, close, dana, ids, list,
+    list_messages_request, mark_pending, reason, reopen, reopen_request, restart_request, start,
+    text_request,
+};
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
@@ -71,54 +54,10 @@ async fn start_many(app: &TestApp, n: usize) -> Vec<String> {
 
 async fn send_text(client: &mut Client, id: &str, text: &str) -> pb::SendMessageResponse {
     client
-        .send_message(pb::SendMessageRequest {
-            conversation_id: id.to_owned(),
-            sender: Some(Sender::Agent(dana())),
-            content: Some(Content::Text(text.to_owned())),
-            request_id: String::new(),
-        })
+        .send_message(text_request(id, Sender::Agent(dana()), text, ""))
         .await
         .expect("send")
         .into_inner()
-}
-
-async fn close(client: &mut Client, id: &str, agent: pb::AgentRef) -> i64 {
-    client
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: id.to_owned(),
-            agent: Some(agent),
-            ..Default::default()
-        })
-        .await
-        .expect("close")
-        .into_inner()
-        .event_sequence
-}
-
-async fn mark_pending(client: &mut Client, id: &str, agent: pb::AgentRef) -> i64 {
-    client
-        .mark_conversation_pending(pb::MarkConversationPendingRequest {
-            conversation_id: id.to_owned(),
-            agent: Some(agent),
-            ..Default::default()
-        })
-        .await
-        .expect("mark pending")
-        .into_inner()
-        .event_sequence
-}
-
-async fn reopen(client: &mut Client, id: &str) -> i64 {
-    client
-        .reopen_conversation(pb::ReopenConversationRequest {
-            conversation_id: id.to_owned(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("reopen")
-        .into_inner()
-        .event_sequence
 }
 
 fn update_time(c: &pb::Conversation) -> (i64, i32) {
@@ -150,7 +89,7 @@ fn assert_newest_first(conversations: &[pb::Conversation]) {
 /// one by one would make the test slow).
 async fn seed(app: &TestApp, n: usize) -> Vec<String> {
     let store = Store::open(&app.db_path).await.expect("open the store");
-    let caller = App::new(store.clone())
+    let caller = App::new(store.clone(), Default::default())
         .authenticate(Some(&format!("Bearer {}", app.agent_key)))
         .await
         .expect("the agent key authenticates");
@@ -452,14 +391,10 @@ async fn status_counts_match_the_conversations_after_every_transition() {
     check(&mut agent, counts(1, 1, 1)).await;
     close(&mut agent, &a, dana()).await;
     check(&mut agent, counts(1, 0, 2)).await;
-    reopen(&mut agent, &a).await;
+    reopen(&mut agent, &a, dana()).await;
     check(&mut agent, counts(2, 0, 1)).await;
     visitor
-        .restart_conversation(pb::RestartConversationRequest {
-            conversation_id: b.clone(),
-            visitor_id: "v-b".into(),
-            request_id: String::new(),
-        })
+        .restart_conversation(restart_request(&b, "v-b"))
         .await
         .expect("restart");
     check(&mut agent, counts(3, 0, 0)).await;
@@ -467,22 +402,13 @@ async fn status_counts_match_the_conversations_after_every_transition() {
     check(&mut agent, counts(2, 1, 0)).await;
     // A visitor reply moves a pending conversation back to open.
     visitor
-        .send_message(pb::SendMessageRequest {
-            conversation_id: c.clone(),
-            sender: Some(Sender::VisitorId("v-c".into())),
-            content: Some(Content::Text("hello?".into())),
-            request_id: String::new(),
-        })
+        .send_message(text_request(&c, as_visitor("v-c"), "hello?", ""))
         .await
         .expect("visitor reply");
     check(&mut agent, counts(3, 0, 0)).await;
     // A refused change changes no count.
     let refused = agent
-        .reopen_conversation(pb::ReopenConversationRequest {
-            conversation_id: c,
-            agent: Some(dana()),
-            ..Default::default()
-        })
+        .reopen_conversation(reopen_request(&c, dana()))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
@@ -508,9 +434,9 @@ async fn as_of_sequence_covers_the_last_mutation() {
 
     let sequences = [
         send_text(&mut agent, &id, "hi").await.event_sequence,
-        mark_pending(&mut agent, &id, dana()).await,
-        close(&mut agent, &id, dana()).await,
-        reopen(&mut agent, &id).await,
+        mark_pending(&mut agent, &id, dana()).await.event_sequence,
+        close(&mut agent, &id, dana()).await.event_sequence,
+        reopen(&mut agent, &id, dana()).await.event_sequence,
     ];
     for sequence in sequences {
         assert!(sequence > last, "event sequences increase");
@@ -685,10 +611,7 @@ async fn list_messages_serves_50_by_default() {
         send_text(&mut agent, &id, &format!("message {i}")).await;
     }
     let page = agent
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: id.clone(),
-            ..Default::default()
-        })
+        .list_messages(list_messages_request(&id, ""))
         .await
         .expect("list messages")
         .into_inner();

@@ -11,58 +11,10 @@ use conversations::{
 };
 use tonic::Code;
 
-use crate::helpers::{Client, TestApp, dana, reason, start};
-
-async fn get(client: &mut Client, id: &str, visitor_id: &str) -> pb::Conversation {
-    client
-        .get_conversation(pb::GetConversationRequest {
-            conversation_id: id.to_owned(),
-            visitor_id: visitor_id.to_owned(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .conversation
-        .expect("conversation")
-}
-
-async fn thread(client: &mut Client, id: &str, visitor_id: &str) -> Vec<pb::Message> {
-    client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: id.to_owned(),
-            page_size: 500,
-            visitor_id: visitor_id.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .expect("list messages")
-        .into_inner()
-        .messages
-}
-
-async fn list_all(client: &mut Client) -> pb::ListConversationsResponse {
-    client
-        .list_conversations(pb::ListConversationsRequest {
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .expect("list conversations")
-        .into_inner()
-}
-
-fn text(id: &str, sender: Sender, text: &str, request_id: &str) -> pb::SendMessageRequest {
-    pb::SendMessageRequest {
-        conversation_id: id.to_owned(),
-        sender: Some(sender),
-        content: Some(Content::Text(text.to_owned())),
-        request_id: request_id.to_owned(),
-    }
-}
-
-fn visitor(id: &str) -> Sender {
-    Sender::VisitorId(id.to_owned())
-}
+use crate::helpers::{
+    TestApp, as_visitor, close, dana, get, list_all, mark_pending, reason, reopen, restart_request,
+    start, text_request, thread,
+};
 
 /// What a client can read of a conversation, as agent and as its visitor.
 #[derive(Debug, PartialEq)]
@@ -93,7 +45,7 @@ async fn conversations_threads_and_counts_survive_a_restart() {
     // Closed, with a thread of every kind of message.
     let closed = start(&mut agent, "v-1").await.conversation_id;
     widget
-        .send_message(text(&closed, visitor("v-1"), "hello", ""))
+        .send_message(text_request(&closed, as_visitor("v-1"), "hello", ""))
         .await
         .unwrap();
     agent
@@ -128,24 +80,10 @@ async fn conversations_threads_and_counts_survive_a_restart() {
         })
         .await
         .unwrap();
-    agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: closed.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    close(&mut agent, &closed, dana()).await;
     // Pending.
     let pending = start(&mut agent, "v-2").await.conversation_id;
-    agent
-        .mark_conversation_pending(pb::MarkConversationPendingRequest {
-            conversation_id: pending.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    mark_pending(&mut agent, &pending, dana()).await;
     // Open, started by an agent, reopened after a close.
     let reopened = agent
         .start_conversation(pb::StartConversationRequest {
@@ -159,22 +97,8 @@ async fn conversations_threads_and_counts_survive_a_restart() {
         .conversation
         .unwrap()
         .conversation_id;
-    agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: reopened.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    agent
-        .reopen_conversation(pb::ReopenConversationRequest {
-            conversation_id: reopened.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    close(&mut agent, &reopened, dana()).await;
+    reopen(&mut agent, &reopened, dana()).await;
 
     let cases = [(&closed, "v-1"), (&pending, "v-2"), (&reopened, "v-3")];
     let mut before = Vec::new();
@@ -209,11 +133,7 @@ async fn conversations_threads_and_counts_survive_a_restart() {
     let restarted = app
         .visitor()
         .await
-        .restart_conversation(pb::RestartConversationRequest {
-            conversation_id: closed.clone(),
-            visitor_id: "v-1".into(),
-            request_id: String::new(),
-        })
+        .restart_conversation(restart_request(&closed, "v-1"))
         .await
         .expect("restart after the server restarted")
         .into_inner()
@@ -222,7 +142,7 @@ async fn conversations_threads_and_counts_survive_a_restart() {
     assert_eq!(restarted.status(), ConversationStatus::Open);
     assert_ne!(restarted.etag, before[0].as_agent.etag);
     let replied = agent
-        .send_message(text(&pending, visitor("v-2"), "back", ""))
+        .send_message(text_request(&pending, as_visitor("v-2"), "back", ""))
         .await
         .expect("reply")
         .into_inner();
@@ -309,7 +229,7 @@ async fn a_request_id_replays_its_first_response_after_a_restart() {
         .unwrap()
         .into_inner();
     let id = started.conversation.clone().unwrap().conversation_id;
-    let send_request = text(&id, visitor("v-1"), "hello", "send-before-restart");
+    let send_request = text_request(&id, as_visitor("v-1"), "hello", "send-before-restart");
     let sent = app
         .visitor()
         .await
@@ -395,7 +315,12 @@ async fn event_sequences_keep_increasing_after_a_restart() {
     let id = started.conversation.unwrap().conversation_id;
     for i in 0..3 {
         let sent = agent
-            .send_message(text(&id, Sender::Agent(dana()), &format!("m{i}"), ""))
+            .send_message(text_request(
+                &id,
+                Sender::Agent(dana()),
+                &format!("m{i}"),
+                "",
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -411,15 +336,7 @@ async fn event_sequences_keep_increasing_after_a_restart() {
     let mut agent = app.agent().await;
     assert!(list_all(&mut agent).await.as_of_sequence >= head);
 
-    let closed = agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let closed = close(&mut agent, &id, dana()).await;
     assert!(
         closed.event_sequence > head,
         "{} after {head}",

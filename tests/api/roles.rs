@@ -3,15 +3,16 @@
 
 use conversations::{
     domain::credentials::Role,
-    pb::{
-        self, ConversationStatus as S,
-        send_message_request::{Content, Sender},
-    },
+    pb::{self, ConversationStatus as S, send_message_request::Sender},
 };
 use tonic::{Code, Status};
 
 use crate::{
-    helpers::{Client, TestApp, bad_fields, dana, reason, start},
+    helpers::{
+        Client, TestApp, as_visitor, bad_fields, close, close_request, dana, get_request,
+        hello_request, list_messages_request, mark_pending, mark_pending_request, reason, reopen,
+        reopen_request, restart_request, start,
+    },
     status_table::seen,
 };
 
@@ -19,50 +20,6 @@ const VISITOR: &str = "v-1";
 const OTHER_VISITOR: &str = "v-2";
 /// Well formed, but no conversation has it.
 const UNKNOWN_ID: &str = "conv_01JD0000000000000000000000";
-
-fn get_request(id: &str, visitor_id: &str) -> pb::GetConversationRequest {
-    pb::GetConversationRequest {
-        conversation_id: id.to_owned(),
-        visitor_id: visitor_id.to_owned(),
-    }
-}
-
-fn list_messages_request(id: &str, visitor_id: &str) -> pb::ListMessagesRequest {
-    pb::ListMessagesRequest {
-        conversation_id: id.to_owned(),
-        visitor_id: visitor_id.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn send_request(id: &str, sender: Sender) -> pb::SendMessageRequest {
-    pb::SendMessageRequest {
-        conversation_id: id.to_owned(),
-        sender: Some(sender),
-        content: Some(Content::Text("hello".into())),
-        request_id: String::new(),
-    }
-}
-
-fn restart_request(id: &str, visitor_id: &str) -> pb::RestartConversationRequest {
-    pb::RestartConversationRequest {
-        conversation_id: id.to_owned(),
-        visitor_id: visitor_id.to_owned(),
-        request_id: String::new(),
-    }
-}
-
-fn close_request(id: &str) -> pb::CloseConversationRequest {
-    pb::CloseConversationRequest {
-        conversation_id: id.to_owned(),
-        agent: Some(dana()),
-        ..Default::default()
-    }
-}
-
-fn as_visitor(visitor_id: &str) -> Sender {
-    Sender::VisitorId(visitor_id.to_owned())
-}
 
 fn assert_refused<T: std::fmt::Debug>(
     result: Result<T, Status>,
@@ -82,10 +39,7 @@ fn assert_refused<T: std::fmt::Debug>(
 /// A CLOSED conversation of [`VISITOR`].
 async fn closed_conversation(agent: &mut Client) -> String {
     let id = start(agent, VISITOR).await.conversation_id;
-    agent
-        .close_conversation(close_request(&id))
-        .await
-        .expect("close");
+    close(agent, &id, dana()).await;
     id
 }
 
@@ -107,7 +61,7 @@ async fn a_call_without_authorization_is_unauthenticated_with_api_key_missing() 
     let get = anonymous.get_conversation(get_request(&id, VISITOR)).await;
     assert_refused(get, Code::Unauthenticated, "API_KEY_MISSING", "get");
     let send = anonymous
-        .send_message(send_request(&id, as_visitor(VISITOR)))
+        .send_message(hello_request(&id, as_visitor(VISITOR)))
         .await;
     assert_refused(send, Code::Unauthenticated, "API_KEY_MISSING", "send");
     let list = anonymous
@@ -151,7 +105,7 @@ async fn a_garbage_unknown_or_revoked_key_is_unauthenticated_with_api_key_invali
         let mut client = app.client_with(Some(&key)).await;
         let get = client.get_conversation(get_request(&id, "")).await;
         assert_refused(get, Code::Unauthenticated, "API_KEY_INVALID", what);
-        let close = client.close_conversation(close_request(&id)).await;
+        let close = client.close_conversation(close_request(&id, dana())).await;
         assert_refused(close, Code::Unauthenticated, "API_KEY_INVALID", what);
     }
     assert_eq!(seen(&app, &mut agent, &id).await, before);
@@ -210,7 +164,7 @@ async fn a_visitor_key_sends_as_the_visitor_but_not_as_an_agent() {
     let id = start(&mut visitor, VISITOR).await.conversation_id;
 
     let sent = visitor
-        .send_message(send_request(&id, as_visitor(VISITOR)))
+        .send_message(hello_request(&id, as_visitor(VISITOR)))
         .await
         .expect("send as the visitor")
         .into_inner();
@@ -218,7 +172,7 @@ async fn a_visitor_key_sends_as_the_visitor_but_not_as_an_agent() {
 
     let before = seen(&app, &mut agent, &id).await;
     let refused = visitor
-        .send_message(send_request(&id, Sender::Agent(dana())))
+        .send_message(hello_request(&id, Sender::Agent(dana())))
         .await;
     assert_refused(
         refused,
@@ -246,29 +200,21 @@ async fn a_visitor_key_cannot_close_mark_pending_reopen_or_list_conversations() 
     // Each on a conversation where an agent key would succeed.
     denied(
         visitor
-            .close_conversation(close_request(&open))
+            .close_conversation(close_request(&open, dana()))
             .await
             .map(|_| ()),
         "close",
     );
     denied(
         visitor
-            .mark_conversation_pending(pb::MarkConversationPendingRequest {
-                conversation_id: open.clone(),
-                agent: Some(dana()),
-                ..Default::default()
-            })
+            .mark_conversation_pending(mark_pending_request(&open, dana()))
             .await
             .map(|_| ()),
         "mark pending",
     );
     denied(
         visitor
-            .reopen_conversation(pb::ReopenConversationRequest {
-                conversation_id: closed.clone(),
-                agent: Some(dana()),
-                ..Default::default()
-            })
+            .reopen_conversation(reopen_request(&closed, dana()))
             .await
             .map(|_| ()),
         "reopen",
@@ -390,7 +336,7 @@ async fn a_visitor_key_cannot_send_or_restart_as_another_visitor() {
     let closed_before = seen(&app, &mut agent, &closed).await;
 
     let send = visitor
-        .send_message(send_request(&open, as_visitor(OTHER_VISITOR)))
+        .send_message(hello_request(&open, as_visitor(OTHER_VISITOR)))
         .await;
     let send = assert_refused(send, Code::NotFound, "CONVERSATION_NOT_FOUND", "send");
     let restart = visitor
@@ -400,7 +346,7 @@ async fn a_visitor_key_cannot_send_or_restart_as_another_visitor() {
 
     // Exactly what an unknown conversation answers.
     let unknown = visitor
-        .send_message(send_request(UNKNOWN_ID, as_visitor(OTHER_VISITOR)))
+        .send_message(hello_request(UNKNOWN_ID, as_visitor(OTHER_VISITOR)))
         .await
         .unwrap_err();
     let unknown = not_found_shape(&unknown, UNKNOWN_ID);
@@ -422,7 +368,7 @@ async fn an_agent_key_sending_or_restarting_as_the_wrong_visitor_is_a_visitor_mi
     let closed_before = seen(&app, &mut agent, &closed).await;
 
     let send = agent
-        .send_message(send_request(&open, as_visitor(OTHER_VISITOR)))
+        .send_message(hello_request(&open, as_visitor(OTHER_VISITOR)))
         .await;
     let send = assert_refused(send, Code::InvalidArgument, "VISITOR_MISMATCH", "send");
     assert_eq!(bad_fields(&send), ["visitor_id"]);
@@ -478,7 +424,7 @@ async fn an_agent_key_can_do_everything() {
     let id = started.conversation_id;
 
     let as_agent = agent
-        .send_message(send_request(&id, Sender::Agent(dana())))
+        .send_message(hello_request(&id, Sender::Agent(dana())))
         .await
         .expect("send as an agent")
         .into_inner()
@@ -489,7 +435,7 @@ async fn an_agent_key_can_do_everything() {
         pb::AuthorKind::Agent
     );
     let as_the_visitor = agent
-        .send_message(send_request(&id, as_visitor(VISITOR)))
+        .send_message(hello_request(&id, as_visitor(VISITOR)))
         .await
         .expect("send as the conversation's visitor")
         .into_inner()
@@ -501,26 +447,9 @@ async fn an_agent_key_can_do_everything() {
         (pb::AuthorKind::Visitor, VISITOR)
     );
 
-    agent
-        .mark_conversation_pending(pb::MarkConversationPendingRequest {
-            conversation_id: id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("mark pending");
-    agent
-        .reopen_conversation(pb::ReopenConversationRequest {
-            conversation_id: id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("reopen");
-    agent
-        .close_conversation(close_request(&id))
-        .await
-        .expect("close");
+    mark_pending(&mut agent, &id, dana()).await;
+    reopen(&mut agent, &id, dana()).await;
+    close(&mut agent, &id, dana()).await;
     let restarted = agent
         .restart_conversation(restart_request(&id, VISITOR))
         .await

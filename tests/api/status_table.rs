@@ -5,13 +5,13 @@
 //! consistent and append events; a refused cell must answer
 //! FAILED_PRECONDITION with its reason and change nothing at all.
 
-use conversations::pb::{
-    self, ConversationStatus as S,
-    send_message_request::{Content, Sender},
-};
+use conversations::pb::{self, ConversationStatus as S, send_message_request::Sender};
 use tonic::{Code, Status};
 
-use crate::helpers::{Client, TestApp, dana, reason, start};
+use crate::helpers::{
+    Client, TestApp, as_visitor, close_request, dana, get, hello_request, mark_pending_request,
+    reason, reopen_request, restart_request, start, thread,
+};
 
 const VISITOR: &str = "v-table";
 
@@ -59,65 +59,43 @@ async fn act(
     id: &str,
     action: Action,
 ) -> Result<(pb::Conversation, i64), Status> {
-    let conversation_id = id.to_owned();
     let (conversation, event_sequence) = match action {
         Action::Close => {
             let r = agent
-                .close_conversation(pb::CloseConversationRequest {
-                    conversation_id,
-                    agent: Some(dana()),
-                    ..Default::default()
-                })
+                .close_conversation(close_request(id, dana()))
                 .await?
                 .into_inner();
             (r.conversation, r.event_sequence)
         }
         Action::MarkPending => {
             let r = agent
-                .mark_conversation_pending(pb::MarkConversationPendingRequest {
-                    conversation_id,
-                    agent: Some(dana()),
-                    ..Default::default()
-                })
+                .mark_conversation_pending(mark_pending_request(id, dana()))
                 .await?
                 .into_inner();
             (r.conversation, r.event_sequence)
         }
         Action::Reopen => {
             let r = agent
-                .reopen_conversation(pb::ReopenConversationRequest {
-                    conversation_id,
-                    agent: Some(dana()),
-                    ..Default::default()
-                })
+                .reopen_conversation(reopen_request(id, dana()))
                 .await?
                 .into_inner();
             (r.conversation, r.event_sequence)
         }
         Action::Restart => {
             let r = visitor
-                .restart_conversation(pb::RestartConversationRequest {
-                    conversation_id,
-                    visitor_id: VISITOR.into(),
-                    request_id: String::new(),
-                })
+                .restart_conversation(restart_request(id, VISITOR))
                 .await?
                 .into_inner();
             (r.conversation, r.event_sequence)
         }
         Action::VisitorMessage | Action::AgentMessage => {
             let (client, sender) = if action == Action::VisitorMessage {
-                (visitor, Sender::VisitorId(VISITOR.into()))
+                (visitor, as_visitor(VISITOR))
             } else {
                 (agent, Sender::Agent(dana()))
             };
             let r = client
-                .send_message(pb::SendMessageRequest {
-                    conversation_id,
-                    sender: Some(sender),
-                    content: Some(Content::Text("hello".into())),
-                    request_id: String::new(),
-                })
+                .send_message(hello_request(id, sender))
                 .await?
                 .into_inner();
             (r.conversation, r.event_sequence)
@@ -137,30 +115,9 @@ pub(crate) struct Seen {
 
 /// Reads [`Seen`] with an agent key.
 pub(crate) async fn seen(app: &TestApp, agent: &mut Client, id: &str) -> Seen {
-    let conversation = agent
-        .get_conversation(pb::GetConversationRequest {
-            conversation_id: id.to_owned(),
-            visitor_id: String::new(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .conversation
-        .expect("conversation");
-    let messages = agent
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: id.to_owned(),
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .expect("list messages")
-        .into_inner()
-        .messages
-        .len();
     Seen {
-        conversation,
-        messages,
+        conversation: get(agent, id, "").await,
+        messages: thread(agent, id, "").await.len(),
         head: app.max_event_sequence().await,
     }
 }

@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 
-use conversations::pb::{
-    self, ConversationStatus,
-    send_message_request::{Content, Sender},
-};
+use conversations::pb::{self, ConversationStatus, send_message_request::Sender};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::helpers::{Client, TestApp, dana, reason, start};
+use crate::helpers::{
+    Client, TestApp, as_visitor, close, close_request, dana, get, get_request, hello_request, ids,
+    list, list_messages_request, mark_pending, mark_pending_request, reason, reopen_request,
+    restart_request, start,
+};
 
 /// A well-formed id that no conversation has.
 const NEVER_EXISTED: &str = "conv_01JD0000000000000000000000";
@@ -52,38 +53,19 @@ async fn errors_about(
     id: &str,
     visitor_id: &str,
 ) -> Vec<(&'static str, Status)> {
-    let id = id.to_owned();
     let mut errors = Vec::new();
-    let get = client
-        .get_conversation(pb::GetConversationRequest {
-            conversation_id: id.clone(),
-            visitor_id: visitor_id.to_owned(),
-        })
-        .await;
+    let get = client.get_conversation(get_request(id, visitor_id)).await;
     errors.push(("GetConversation", get.expect_err("get must fail")));
     let list = client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: id.clone(),
-            visitor_id: visitor_id.to_owned(),
-            ..Default::default()
-        })
+        .list_messages(list_messages_request(id, visitor_id))
         .await;
     errors.push(("ListMessages", list.expect_err("list must fail")));
     let sent = client
-        .send_message(pb::SendMessageRequest {
-            conversation_id: id.clone(),
-            sender: Some(Sender::VisitorId(visitor_id.to_owned())),
-            content: Some(Content::Text("hello".into())),
-            request_id: String::new(),
-        })
+        .send_message(hello_request(id, as_visitor(visitor_id)))
         .await;
     errors.push(("SendMessage (visitor)", sent.expect_err("send must fail")));
     let restarted = client
-        .restart_conversation(pb::RestartConversationRequest {
-            conversation_id: id.clone(),
-            visitor_id: visitor_id.to_owned(),
-            request_id: String::new(),
-        })
+        .restart_conversation(restart_request(id, visitor_id))
         .await;
     errors.push((
         "RestartConversation",
@@ -94,43 +76,21 @@ async fn errors_about(
 
 /// The calls only agent keys may make, about `id`.
 async fn agent_errors_about(client: &mut Client, id: &str) -> Vec<(&'static str, Status)> {
-    let id = id.to_owned();
     let mut errors = Vec::new();
     let sent = client
-        .send_message(pb::SendMessageRequest {
-            conversation_id: id.clone(),
-            sender: Some(Sender::Agent(dana())),
-            content: Some(Content::Text("hello".into())),
-            request_id: String::new(),
-        })
+        .send_message(hello_request(id, Sender::Agent(dana())))
         .await;
     errors.push(("SendMessage (agent)", sent.expect_err("send must fail")));
-    let closed = client
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await;
+    let closed = client.close_conversation(close_request(id, dana())).await;
     errors.push(("CloseConversation", closed.expect_err("close must fail")));
     let pending = client
-        .mark_conversation_pending(pb::MarkConversationPendingRequest {
-            conversation_id: id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
+        .mark_conversation_pending(mark_pending_request(id, dana()))
         .await;
     errors.push((
         "MarkConversationPending",
         pending.expect_err("mark pending must fail"),
     ));
-    let reopened = client
-        .reopen_conversation(pb::ReopenConversationRequest {
-            conversation_id: id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await;
+    let reopened = client.reopen_conversation(reopen_request(id, dana())).await;
     errors.push((
         "ReopenConversation",
         reopened.expect_err("reopen must fail"),
@@ -153,38 +113,6 @@ fn assert_indistinguishable(
             "{call}: another workspace's conversation must answer like a missing one"
         );
     }
-}
-
-async fn get(client: &mut Client, id: &str) -> pb::Conversation {
-    client
-        .get_conversation(pb::GetConversationRequest {
-            conversation_id: id.to_owned(),
-            visitor_id: String::new(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .conversation
-        .expect("conversation")
-}
-
-async fn list(
-    client: &mut Client,
-    request: pb::ListConversationsRequest,
-) -> pb::ListConversationsResponse {
-    client
-        .list_conversations(request)
-        .await
-        .expect("list")
-        .into_inner()
-}
-
-fn ids(response: &pb::ListConversationsResponse) -> Vec<String> {
-    response
-        .conversations
-        .iter()
-        .map(|c| c.conversation_id.clone())
-        .collect()
 }
 
 #[tokio::test]
@@ -210,7 +138,11 @@ async fn an_agent_key_of_another_workspace_finds_a_conversation_exactly_like_a_m
     assert_eq!(foreign.len(), 8);
     assert_indistinguishable(foreign, &id, missing);
 
-    assert_eq!(get(&mut agent, &id).await, conversation, "nothing changed");
+    assert_eq!(
+        get(&mut agent, &id, "").await,
+        conversation,
+        "nothing changed"
+    );
     assert_eq!(app.max_event_sequence().await, head, "no event was written");
     app.stop().await;
 }
@@ -222,28 +154,14 @@ async fn an_agent_key_of_another_workspace_cannot_act_on_a_closed_or_pending_con
     let app = TestApp::spawn().await;
     let mut agent = app.agent().await;
     let pending = start(&mut agent, "v-p").await;
-    agent
-        .mark_conversation_pending(pb::MarkConversationPendingRequest {
-            conversation_id: pending.conversation_id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("mark pending");
+    mark_pending(&mut agent, &pending.conversation_id, dana()).await;
     let closed = start(&mut agent, "v-c").await;
-    agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: closed.conversation_id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("close");
+    close(&mut agent, &closed.conversation_id, dana()).await;
     let (other_agent_key, _) = app.new_workspace("other").await;
     let mut other = app.client_with(Some(&other_agent_key)).await;
     let before = (
-        get(&mut agent, &pending.conversation_id).await,
-        get(&mut agent, &closed.conversation_id).await,
+        get(&mut agent, &pending.conversation_id, "").await,
+        get(&mut agent, &closed.conversation_id, "").await,
     );
     let head = app.max_event_sequence().await;
 
@@ -265,8 +183,8 @@ async fn an_agent_key_of_another_workspace_cannot_act_on_a_closed_or_pending_con
     }
 
     let after = (
-        get(&mut agent, &pending.conversation_id).await,
-        get(&mut agent, &closed.conversation_id).await,
+        get(&mut agent, &pending.conversation_id, "").await,
+        get(&mut agent, &closed.conversation_id, "").await,
     );
     assert_eq!(after, before, "nothing changed");
     assert_eq!(after.0.status(), ConversationStatus::Pending);
@@ -280,15 +198,8 @@ async fn a_visitor_key_of_another_workspace_cannot_reach_a_conversation_even_nam
     let app = TestApp::spawn().await;
     let mut agent = app.agent().await;
     let closed = start(&mut agent, "v-a").await;
-    agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: closed.conversation_id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("close");
-    let closed = get(&mut agent, &closed.conversation_id).await;
+    close(&mut agent, &closed.conversation_id, dana()).await;
+    let closed = get(&mut agent, &closed.conversation_id, "").await;
     let open = start(&mut agent, "v-a").await;
     let (_, other_visitor_key) = app.new_workspace("other").await;
     let mut other_visitor = app.client_with(Some(&other_visitor_key)).await;
@@ -300,7 +211,11 @@ async fn a_visitor_key_of_another_workspace_cannot_reach_a_conversation_even_nam
         let missing = errors_about(&mut other_visitor, NEVER_EXISTED, "v-a").await;
         assert_eq!(foreign.len(), 4);
         assert_indistinguishable(foreign, id, missing);
-        assert_eq!(&get(&mut agent, id).await, conversation, "nothing changed");
+        assert_eq!(
+            &get(&mut agent, id, "").await,
+            conversation,
+            "nothing changed"
+        );
     }
     assert_eq!(app.max_event_sequence().await, head, "no event was written");
     app.stop().await;
@@ -313,22 +228,8 @@ async fn another_workspace_never_lists_or_counts_this_workspaces_conversations()
     let a1 = start(&mut agent, "v-a1").await;
     let a2 = start(&mut agent, "shared-visitor").await;
     let a3 = start(&mut agent, "v-a3").await;
-    agent
-        .mark_conversation_pending(pb::MarkConversationPendingRequest {
-            conversation_id: a2.conversation_id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("mark pending");
-    agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: a3.conversation_id.clone(),
-            agent: Some(dana()),
-            ..Default::default()
-        })
-        .await
-        .expect("close");
+    mark_pending(&mut agent, &a2.conversation_id, dana()).await;
+    close(&mut agent, &a3.conversation_id, dana()).await;
 
     let (other_agent_key, _) = app.new_workspace("other").await;
     let mut other = app.client_with(Some(&other_agent_key)).await;
@@ -345,7 +246,10 @@ async fn another_workspace_never_lists_or_counts_this_workspaces_conversations()
         .expect("conversation");
 
     let everything = list(&mut other, pb::ListConversationsRequest::default()).await;
-    assert_eq!(ids(&everything), [b1.conversation_id.as_str()]);
+    assert_eq!(
+        ids(&everything.conversations),
+        [b1.conversation_id.as_str()]
+    );
     assert_eq!(
         everything.status_counts,
         Some(pb::StatusCounts {
@@ -363,7 +267,7 @@ async fn another_workspace_never_lists_or_counts_this_workspaces_conversations()
         },
     )
     .await;
-    assert!(ids(&by_foreign_visitor).is_empty());
+    assert!(ids(&by_foreign_visitor.conversations).is_empty());
     assert_eq!(by_foreign_visitor.status_counts, everything.status_counts);
 
     let by_shared_visitor = list(
@@ -374,7 +278,10 @@ async fn another_workspace_never_lists_or_counts_this_workspaces_conversations()
         },
     )
     .await;
-    assert_eq!(ids(&by_shared_visitor), [b1.conversation_id.as_str()]);
+    assert_eq!(
+        ids(&by_shared_visitor.conversations),
+        [b1.conversation_id.as_str()]
+    );
 
     let by_status = list(
         &mut other,
@@ -387,7 +294,7 @@ async fn another_workspace_never_lists_or_counts_this_workspaces_conversations()
         },
     )
     .await;
-    assert!(ids(&by_status).is_empty());
+    assert!(ids(&by_status.conversations).is_empty());
 
     let by_assignee = list(
         &mut other,
@@ -397,11 +304,14 @@ async fn another_workspace_never_lists_or_counts_this_workspaces_conversations()
         },
     )
     .await;
-    assert_eq!(ids(&by_assignee), [b1.conversation_id.as_str()]);
+    assert_eq!(
+        ids(&by_assignee.conversations),
+        [b1.conversation_id.as_str()]
+    );
 
     // And the other way round: the default workspace sees only its own.
     let mine = list(&mut agent, pb::ListConversationsRequest::default()).await;
-    let mut mine_ids = ids(&mine);
+    let mut mine_ids = ids(&mine.conversations);
     mine_ids.sort();
     let mut expected = vec![a1.conversation_id, a2.conversation_id, a3.conversation_id];
     expected.sort();
@@ -446,8 +356,8 @@ async fn a_request_id_used_in_another_workspace_does_not_replay_its_response() {
 
     assert_ne!(theirs.conversation_id, mine.conversation_id);
     let listed = list(&mut other, pb::ListConversationsRequest::default()).await;
-    assert_eq!(ids(&listed), [theirs.conversation_id]);
+    assert_eq!(ids(&listed.conversations), [theirs.conversation_id]);
     let listed = list(&mut agent, pb::ListConversationsRequest::default()).await;
-    assert_eq!(ids(&listed), [mine.conversation_id]);
+    assert_eq!(ids(&listed.conversations), [mine.conversation_id]);
     app.stop().await;
 }

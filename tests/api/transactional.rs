@@ -8,59 +8,16 @@ use conversations::pb::{
     send_message_request::{Content, Sender},
 };
 
-use crate::helpers::{Client, TestApp, agent_ref, dana, start};
+use crate::helpers::{
+    Client, TestApp, agent_ref, as_visitor, close, dana, get, mark_pending, reopen,
+    restart_request, start, thread,
+};
 
 const VISITOR: &str = "v-1";
 
-async fn close(agent: &mut Client, id: &str, who: pb::AgentRef) -> pb::Conversation {
-    agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: id.to_owned(),
-            agent: Some(who),
-            ..Default::default()
-        })
-        .await
-        .expect("close")
-        .into_inner()
-        .conversation
-        .expect("conversation")
-}
-
-async fn mark_pending(agent: &mut Client, id: &str, who: pb::AgentRef) -> pb::Conversation {
-    agent
-        .mark_conversation_pending(pb::MarkConversationPendingRequest {
-            conversation_id: id.to_owned(),
-            agent: Some(who),
-            ..Default::default()
-        })
-        .await
-        .expect("mark pending")
-        .into_inner()
-        .conversation
-        .expect("conversation")
-}
-
-async fn reopen(agent: &mut Client, id: &str, who: pb::AgentRef) -> pb::Conversation {
-    agent
-        .reopen_conversation(pb::ReopenConversationRequest {
-            conversation_id: id.to_owned(),
-            agent: Some(who),
-            ..Default::default()
-        })
-        .await
-        .expect("reopen")
-        .into_inner()
-        .conversation
-        .expect("conversation")
-}
-
 async fn restart(visitor: &mut Client, id: &str) -> pb::Conversation {
     visitor
-        .restart_conversation(pb::RestartConversationRequest {
-            conversation_id: id.to_owned(),
-            visitor_id: VISITOR.into(),
-            request_id: String::new(),
-        })
+        .restart_conversation(restart_request(id, VISITOR))
         .await
         .expect("restart")
         .into_inner()
@@ -86,40 +43,8 @@ async fn send(
         .into_inner()
 }
 
-fn as_visitor() -> Sender {
-    Sender::VisitorId(VISITOR.into())
-}
-
 fn text(value: &str) -> Content {
     Content::Text(value.into())
-}
-
-/// The whole thread as `client` sees it; `visitor_id` empty for agent keys.
-async fn thread(client: &mut Client, id: &str, visitor_id: &str) -> Vec<pb::Message> {
-    client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: id.to_owned(),
-            visitor_id: visitor_id.to_owned(),
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .expect("list messages")
-        .into_inner()
-        .messages
-}
-
-async fn get(client: &mut Client, id: &str, visitor_id: &str) -> pb::Conversation {
-    client
-        .get_conversation(pb::GetConversationRequest {
-            conversation_id: id.to_owned(),
-            visitor_id: visitor_id.to_owned(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .conversation
-        .expect("conversation")
 }
 
 fn transactional(message: &pb::Message) -> &pb::Transactional {
@@ -168,7 +93,10 @@ async fn closing_writes_an_agents_only_note_naming_the_agent_and_channel() {
     let mut agent = app.agent().await;
     let id = start(&mut agent, VISITOR).await.conversation_id;
 
-    let closed = close(&mut agent, &id, dana()).await;
+    let closed = close(&mut agent, &id, dana())
+        .await
+        .conversation
+        .expect("conversation");
 
     assert_eq!(closed.message_count, 1, "the note is counted by the close");
     let messages = thread(&mut agent, &id, "").await;
@@ -197,7 +125,10 @@ async fn marking_pending_writes_an_agents_only_note_naming_the_agent_and_channel
     let mut agent = app.agent().await;
     let id = start(&mut agent, VISITOR).await.conversation_id;
 
-    let pending = mark_pending(&mut agent, &id, dana()).await;
+    let pending = mark_pending(&mut agent, &id, dana())
+        .await
+        .conversation
+        .expect("conversation");
 
     assert_eq!(pending.message_count, 1);
     let messages = thread(&mut agent, &id, "").await;
@@ -244,7 +175,10 @@ async fn an_agent_reopening_a_closed_conversation_tells_the_visitor_without_a_ch
     let id = start(&mut agent, VISITOR).await.conversation_id;
     close(&mut agent, &id, dana()).await;
 
-    let reopened = reopen(&mut agent, &id, dana()).await;
+    let reopened = reopen(&mut agent, &id, dana())
+        .await
+        .conversation
+        .expect("conversation");
 
     assert_eq!(reopened.message_count, 2);
     let messages = thread(&mut agent, &id, "").await;
@@ -336,7 +270,7 @@ async fn a_visitor_reply_to_a_pending_conversation_is_followed_by_a_reopened_not
     let id = start(&mut agent, VISITOR).await.conversation_id;
     mark_pending(&mut agent, &id, dana()).await;
 
-    let reply = send(&mut visitor, &id, as_visitor(), text("still there?")).await;
+    let reply = send(&mut visitor, &id, as_visitor(VISITOR), text("still there?")).await;
 
     let sent = reply.message.expect("message");
     assert_eq!(sent.position, 2);
@@ -395,9 +329,9 @@ async fn an_agent_message_on_a_pending_conversation_writes_no_transactional_mess
 async fn busy_thread(agent: &mut Client, visitor: &mut Client) -> String {
     let id = start(agent, VISITOR).await.conversation_id;
     send(agent, &id, Sender::Agent(dana()), text("hi, can I help?")).await; // 1 everyone
-    send(visitor, &id, as_visitor(), text("pricing?")).await; // 2 everyone
+    send(visitor, &id, as_visitor(VISITOR), text("pricing?")).await; // 2 everyone
     mark_pending(agent, &id, dana()).await; // 3 agents
-    send(visitor, &id, as_visitor(), text("hello?")).await; // 4 everyone, 5 agents
+    send(visitor, &id, as_visitor(VISITOR), text("hello?")).await; // 4 everyone, 5 agents
     close(agent, &id, dana()).await; // 6 agents
     reopen(agent, &id, dana()).await; // 7 everyone
     let zoom = Content::MeetingLink(pb::MeetingLink {
@@ -450,7 +384,7 @@ async fn visitors_never_see_agent_only_messages_and_count_only_what_they_see() {
     assert_eq!(get(&mut visitor, &id, VISITOR).await.message_count, 5);
 
     // A visitor's own write answers with the visitor's count too.
-    let reply = send(&mut visitor, &id, as_visitor(), text("thanks")).await;
+    let reply = send(&mut visitor, &id, as_visitor(VISITOR), text("thanks")).await;
     assert_eq!(reply.conversation.expect("conversation").message_count, 6);
     assert_eq!(get(&mut agent, &id, "").await.message_count, 11);
     app.stop().await;
@@ -529,19 +463,25 @@ async fn the_assignee_is_the_agent_who_last_acted() {
         Some(ari.clone()),
         "an agent message assigns"
     );
-    send(&mut visitor, &id, as_visitor(), text("hello")).await;
+    send(&mut visitor, &id, as_visitor(VISITOR), text("hello")).await;
     assert_eq!(
         get(&mut agent, &id, "").await.assignee,
         Some(ari.clone()),
         "a visitor message does not"
     );
 
-    let pending = mark_pending(&mut agent, &id, dana()).await;
+    let pending = mark_pending(&mut agent, &id, dana())
+        .await
+        .conversation
+        .expect("conversation");
     assert_eq!(pending.assignee, Some(dana()), "a status change assigns");
-    send(&mut visitor, &id, as_visitor(), text("back")).await;
+    send(&mut visitor, &id, as_visitor(VISITOR), text("back")).await;
     assert_eq!(get(&mut agent, &id, "").await.assignee, Some(dana()));
 
-    let closed = close(&mut agent, &id, bo.clone()).await;
+    let closed = close(&mut agent, &id, bo.clone())
+        .await
+        .conversation
+        .expect("conversation");
     assert_eq!(closed.assignee, Some(bo.clone()));
     restart(&mut visitor, &id).await;
     assert_eq!(

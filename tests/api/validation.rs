@@ -8,7 +8,11 @@ use conversations::pb::{
 use prost_types::{Duration, Timestamp};
 use tonic::{Code, Response, Status};
 
-use crate::helpers::{Client, TestApp, agent_ref, bad_fields, dana, reason, start};
+use crate::helpers::{
+    Client, TestApp, agent_ref, bad_fields, close_request, dana, get_request,
+    list_messages_request, mark_pending_request, reason, reopen_request, restart_request, start,
+    text_request,
+};
 
 const DAY_SECONDS: i64 = 24 * 3600;
 
@@ -95,12 +99,7 @@ impl Fixture {
     }
 
     fn text(&self, sender: Sender, text: &str) -> pb::SendMessageRequest {
-        pb::SendMessageRequest {
-            conversation_id: self.id.clone(),
-            sender: Some(sender),
-            content: Some(Content::Text(text.to_owned())),
-            request_id: String::new(),
-        }
+        text_request(&self.id, sender, text, "")
     }
 
     fn content(&self, content: Content) -> pb::SendMessageRequest {
@@ -169,19 +168,12 @@ async fn a_visitor_id_must_have_1_to_128_characters() {
     f.assert_invalid(&before, r, &["visitor_id"]).await;
     let r = f
         .visitor
-        .restart_conversation(pb::RestartConversationRequest {
-            conversation_id: f.id.clone(),
-            visitor_id: String::new(),
-            request_id: String::new(),
-        })
+        .restart_conversation(restart_request(&f.id, ""))
         .await;
     f.assert_invalid(&before, r, &["visitor_id"]).await;
     let r = f
         .agent
-        .get_conversation(pb::GetConversationRequest {
-            conversation_id: f.id.clone(),
-            visitor_id: too_long.clone(),
-        })
+        .get_conversation(get_request(&f.id, &too_long))
         .await;
     f.assert_invalid(&before, r, &["visitor_id"]).await;
 
@@ -420,20 +412,18 @@ async fn lengths_of_agent_and_label_fields_are_bounded() {
 
     let r = f
         .agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: f.id.clone(),
-            agent: Some(agent_ref(&long(129), "Dana", pb::Channel::Slack)),
-            ..Default::default()
-        })
+        .close_conversation(close_request(
+            &f.id,
+            agent_ref(&long(129), "Dana", pb::Channel::Slack),
+        ))
         .await;
     f.assert_invalid(&before, r, &["agent.agent_id"]).await;
     let r = f
         .agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: f.id.clone(),
-            agent: Some(agent_ref("agent-dana", &long(129), pb::Channel::Slack)),
-            ..Default::default()
-        })
+        .close_conversation(close_request(
+            &f.id,
+            agent_ref("agent-dana", &long(129), pb::Channel::Slack),
+        ))
         .await;
     f.assert_invalid(&before, r, &["agent.display_name"]).await;
     let r = f
@@ -632,11 +622,7 @@ async fn unknown_enum_values_are_refused() {
     f.assert_invalid(&before, r, &["agent.channel"]).await;
     let r = f
         .agent
-        .close_conversation(pb::CloseConversationRequest {
-            conversation_id: f.id.clone(),
-            agent: Some(unknown_channel()),
-            ..Default::default()
-        })
+        .close_conversation(close_request(&f.id, unknown_channel()))
         .await;
     f.assert_invalid(&before, r, &["agent.channel"]).await;
     let r = f
@@ -711,67 +697,39 @@ async fn an_unknown_conversation_id_is_not_found() {
         let id = id.to_owned();
         let mut refusals = vec![
             f.agent
-                .get_conversation(pb::GetConversationRequest {
-                    conversation_id: id.clone(),
-                    visitor_id: String::new(),
-                })
+                .get_conversation(get_request(&id, ""))
                 .await
                 .unwrap_err(),
             f.agent
-                .list_messages(pb::ListMessagesRequest {
-                    conversation_id: id.clone(),
-                    ..Default::default()
-                })
+                .list_messages(list_messages_request(&id, ""))
                 .await
                 .unwrap_err(),
             f.agent
-                .send_message(pb::SendMessageRequest {
-                    conversation_id: id.clone(),
-                    ..f.text(Sender::Agent(dana()), "hi")
-                })
+                .send_message(text_request(&id, Sender::Agent(dana()), "hi", ""))
                 .await
                 .unwrap_err(),
             f.agent
-                .close_conversation(pb::CloseConversationRequest {
-                    conversation_id: id.clone(),
-                    agent: Some(dana()),
-                    ..Default::default()
-                })
+                .close_conversation(close_request(&id, dana()))
                 .await
                 .unwrap_err(),
             f.agent
-                .mark_conversation_pending(pb::MarkConversationPendingRequest {
-                    conversation_id: id.clone(),
-                    agent: Some(dana()),
-                    ..Default::default()
-                })
+                .mark_conversation_pending(mark_pending_request(&id, dana()))
                 .await
                 .unwrap_err(),
             f.agent
-                .reopen_conversation(pb::ReopenConversationRequest {
-                    conversation_id: id.clone(),
-                    agent: Some(dana()),
-                    ..Default::default()
-                })
+                .reopen_conversation(reopen_request(&id, dana()))
                 .await
                 .unwrap_err(),
         ];
         refusals.push(
             f.visitor
-                .restart_conversation(pb::RestartConversationRequest {
-                    conversation_id: id.clone(),
-                    visitor_id: "v-1".into(),
-                    request_id: String::new(),
-                })
+                .restart_conversation(restart_request(&id, "v-1"))
                 .await
                 .unwrap_err(),
         );
         refusals.push(
             f.visitor
-                .get_conversation(pb::GetConversationRequest {
-                    conversation_id: id.clone(),
-                    visitor_id: "v-1".into(),
-                })
+                .get_conversation(get_request(&id, "v-1"))
                 .await
                 .unwrap_err(),
         );
