@@ -7,6 +7,7 @@ use conversations::{
     app::admin,
     config::Settings,
     domain::credentials::Role,
+    events::FeedConfig,
     pb::{
         self,
         conversation_service_client::ConversationServiceClient,
@@ -54,14 +55,21 @@ pub struct TestApp {
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), StartupError>>,
     dir: Arc<tempfile::TempDir>,
+    feed: FeedConfig,
 }
 
 impl TestApp {
     /// A server on a new database.
     pub async fn spawn() -> TestApp {
+        Self::spawn_with_feed(FeedConfig::default()).await
+    }
+
+    /// A server on a new database whose event streams are tuned by `feed`
+    /// (short heartbeats, a small buffer, a quick cut-off of slow clients).
+    pub async fn spawn_with_feed(feed: FeedConfig) -> TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let db_path = dir.path().join("conversations.db");
-        let (app, keys) = Self::start(dir, db_path).await;
+        let (app, keys) = Self::start(dir, db_path, feed).await;
         let keys = keys.expect("a new database gets bootstrap keys");
         TestApp {
             agent_key: keys.agent.token,
@@ -73,6 +81,7 @@ impl TestApp {
     async fn start(
         dir: Arc<tempfile::TempDir>,
         db_path: PathBuf,
+        feed: FeedConfig,
     ) -> (TestApp, Option<admin::BootstrapKeys>) {
         TRACING.call_once(|| {
             if std::env::var_os("TEST_LOG").is_some() {
@@ -82,7 +91,7 @@ impl TestApp {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().expect("address"),
             database: db_path.clone(),
-            feed: Default::default(),
+            feed,
         };
         let application = Application::build(&settings).await.expect("server builds");
         let keys = admin::bootstrap(application.app().store())
@@ -103,6 +112,7 @@ impl TestApp {
             shutdown,
             server,
             dir,
+            feed,
         };
         (app, keys)
     }
@@ -117,10 +127,12 @@ impl TestApp {
         (self.dir, self.db_path, self.agent_key, self.visitor_key)
     }
 
-    /// Stops the server and starts a new one on the same database file.
+    /// Stops the server and starts a new one on the same database file, with
+    /// the same stream tuning.
     pub async fn restart(self) -> TestApp {
+        let feed = self.feed;
         let (dir, db_path, agent_key, visitor_key) = self.stop().await;
-        let (app, keys) = Self::start(dir, db_path).await;
+        let (app, keys) = Self::start(dir, db_path, feed).await;
         assert!(keys.is_none(), "a restart must not bootstrap again");
         TestApp {
             agent_key,
