@@ -23,6 +23,9 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// How often forgotten request ids are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// How long a graceful shutdown waits for calls in flight (a client that
+/// stopped reading its stream cannot hold the server up for longer).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +118,8 @@ impl Application {
         let store = self.app.store().clone();
         let app = self.app.clone();
         tracing::info!(address = %self.local_addr, "serving conversations.v1.ConversationService");
-        let result = Server::builder()
+        let (stopping, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -130,8 +134,22 @@ impl Application {
                 health
                     .set_not_serving::<ConversationServiceServer<ConversationsApi>>()
                     .await;
-            })
-            .await;
+                let _ = stopping.send(());
+            });
+        let grace_over = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            result = serve => result,
+            () = grace_over => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still open after the grace period; closing them");
+                Ok(())
+            }
+        };
         purger.abort();
         store.close().await;
         tracing::info!("stopped");

@@ -137,6 +137,12 @@ impl App {
                 description: "must not be negative".into(),
             }]));
         }
+        if query.visitor_id.is_some() && query.conversation_id.is_none() {
+            return Err(AppError::InvalidArgument(vec![FieldViolation {
+                field: "visitor_id".into(),
+                description: "narrows a conversation_id; give the conversation too".into(),
+            }]));
+        }
         if caller.role == Role::Visitor {
             let mut missing = Vec::new();
             for (field, given) in [
@@ -353,11 +359,16 @@ impl Producer {
         }
     }
 
-    async fn send(&self, item: FeedItem) -> Result<(), Stop> {
-        match timeout(self.config.slow_after, self.items.send(item)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Stop::Gone),
-            Err(_) => Err(self.ending(true)),
+    /// Hands `item` to the client, waiting at most `slow_after` for room,
+    /// and giving up at once when the server shuts down.
+    async fn send(&mut self, item: FeedItem) -> Result<(), Stop> {
+        tokio::select! {
+            sent = timeout(self.config.slow_after, self.items.send(item)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Stop::Gone),
+                Err(_) => Err(self.ending(true)),
+            },
+            _ = self.shutdown.changed() => Err(self.ending(false)),
         }
     }
 
