@@ -84,11 +84,7 @@ async fn phase<F, Fut>(
     let elapsed = started.elapsed().as_secs_f64();
     let mut all = latencies.lock().await.clone();
     all.sort_unstable();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pick = |q: f64| percentile(&all, q);
     println!(
         "{name:<34} {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({} calls, {errors} errors)",
         all.len() as f64 / elapsed,
@@ -97,6 +93,138 @@ async fn phase<F, Fut>(
         all.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         all.len(),
     );
+}
+
+/// The `q` quantile of sorted latencies (zero when there are none).
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let index = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+/// Resident memory of this process (server and bench clients together).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// `streams` WatchEvents subscribers (each on its own connection) follow the
+/// feed while one writer posts `messages` messages; prints the commit-to-
+/// delivery latency over every delivered event.
+async fn fan_out(
+    bench: &Arc<Bench>,
+    addr: std::net::SocketAddr,
+    streams: usize,
+    messages: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio_stream::StreamExt;
+    let head = bench
+        .client
+        .clone()
+        .list_events(bench.req(pb::ListEventsRequest {
+            page_size: 1,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .head_sequence;
+    let conversation = bench
+        .client
+        .clone()
+        .start_conversation(bench.req(pb::StartConversationRequest {
+            visitor_id: "fan-out".into(),
+            agent: agent(),
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let id = conversation
+        .conversation
+        .ok_or("no conversation")?
+        .conversation_id;
+    let last = Arc::new(tokio::sync::Mutex::new(Vec::<Duration>::new()));
+    let mut readers = Vec::new();
+    for _ in 0..streams {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut client = ConversationServiceClient::new(channel);
+        let mut stream = client
+            .watch_events(bench.req(pb::WatchEventsRequest {
+                after_sequence: conversation.event_sequence,
+                ..Default::default()
+            }))
+            .await?
+            .into_inner();
+        let latencies = last.clone();
+        readers.push(tokio::spawn(async move {
+            let mut mine = Vec::with_capacity(messages);
+            while mine.len() < messages {
+                let Some(Ok(item)) = stream.next().await else {
+                    break;
+                };
+                if let Some(pb::watch_events_response::Item::Event(event)) = item.item {
+                    let created = event.create_time.unwrap_or_default();
+                    let created = std::time::UNIX_EPOCH
+                        + Duration::new(created.seconds as u64, created.nanos as u32);
+                    mine.push(
+                        std::time::SystemTime::now()
+                            .duration_since(created)
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            latencies.lock().await.extend(mine);
+        }));
+    }
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (bench, id) = (bench.clone(), id.clone());
+        writers.push(tokio::spawn(async move {
+            for _ in (w..messages).step_by(8) {
+                let _ = bench
+                    .client
+                    .clone()
+                    .send_message(bench.req(pb::SendMessageRequest {
+                        conversation_id: id.clone(),
+                        sender: Some(pb::send_message_request::Sender::Agent(
+                            agent().unwrap_or_default(),
+                        )),
+                        content: Some(pb::send_message_request::Content::Text("fan-out".into())),
+                        request_id: String::new(),
+                    }))
+                    .await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await?;
+    }
+    let written = started.elapsed();
+    for reader in readers {
+        reader.await?;
+    }
+    let delivered = started.elapsed();
+    let mut all = last.lock().await.clone();
+    all.sort_unstable();
+    let pick = |q: f64| percentile(&all, q);
+    println!(
+        "WatchEvents fan-out: {streams} streams x {messages} events ({} delivered; head was {head}); writes took {:.2} s, all delivered after {:.2} s; commit->delivery p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        all.len(),
+        written.as_secs_f64(),
+        delivered.as_secs_f64(),
+        pick(0.5).as_secs_f64() * 1e3,
+        pick(0.99).as_secs_f64() * 1e3,
+        all.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -262,6 +390,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .await;
+
+    fan_out(&bench, addr, 100, 2000).await?;
+    println!("process RSS after the phases: {:.1} MiB", rss_mib());
 
     let _ = stop.send(());
     server.await??;
