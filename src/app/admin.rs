@@ -1,6 +1,6 @@
 //! Administration for the command line: workspaces and keys.
 
-use super::{AppError, now};
+use super::now;
 use crate::{
     domain::{
         WorkspaceId,
@@ -38,15 +38,6 @@ pub enum AdminError {
 impl From<sqlx::Error> for AdminError {
     fn from(e: sqlx::Error) -> Self {
         Self::Store(e.into())
-    }
-}
-
-impl From<AppError> for AdminError {
-    fn from(e: AppError) -> Self {
-        match e {
-            AppError::Store(e) => Self::Store(e),
-            other => Self::Store(StoreError::Corrupt(other.to_string())),
-        }
     }
 }
 

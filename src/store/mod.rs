@@ -18,7 +18,7 @@ pub mod messages;
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    Sqlite, SqliteConnection, Transaction,
+    Sqlite, Transaction,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
@@ -137,6 +137,3 @@ impl Store {
 fn micros(value: Option<i64>) -> Option<crate::domain::Micros> {
     value.map(crate::domain::Micros)
 }
-
-/// Used by tests and the CLI to reach a plain connection.
-pub type Conn = SqliteConnection;
