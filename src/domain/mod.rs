@@ -4,6 +4,7 @@
 
 pub mod conversation;
 pub mod credentials;
+pub mod flow;
 pub mod lifecycle;
 pub mod message;
 pub mod values;
