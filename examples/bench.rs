@@ -141,6 +141,7 @@ async fn fan_out(
             visitor_id: "fan-out".into(),
             agent: agent(),
             request_id: String::new(),
+            flow_id: String::new(),
         }))
         .await?
         .into_inner();
@@ -270,6 +271,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 visitor_id: format!("visitor-{i}"),
                 agent: agent(),
                 request_id: String::new(),
+                flow_id: String::new(),
             }))
             .await?;
         ids.push(
@@ -295,6 +297,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     visitor_id: format!("v-{i}"),
                     agent: None,
                     request_id: format!("start-{i}"),
+                    flow_id: String::new(),
                 }))
                 .await
                 .map(drop)

@@ -42,6 +42,27 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Manage conversation flows (the bot playbook).
+    Flow {
+        /// What to do with flows.
+        #[command(subcommand)]
+        command: FlowCommand,
+    },
+}
+
+/// Flow subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FlowCommand {
+    /// Create a flow from a TOML or JSON file, or write a new version of the
+    /// flow the file names with `flow_id`; `default = true` makes it the
+    /// workspace default.
+    Apply {
+        /// The flow file (`.json` for JSON, anything else for TOML).
+        file: PathBuf,
+        /// The workspace the flow belongs to.
+        #[arg(long, env = "CONVERSATIONS_WORKSPACE", default_value = "default")]
+        workspace: String,
+    },
 }
 
 /// Flags of `serve`.
@@ -106,6 +127,8 @@ pub enum KeyRole {
     Agent,
     /// The widget's backend: acts as visitors, sees what visitors see.
     Visitor,
+    /// Workspace administration: manages flows (FlowService).
+    Admin,
 }
 
 impl From<KeyRole> for Role {
@@ -113,6 +136,7 @@ impl From<KeyRole> for Role {
         match role {
             KeyRole::Agent => Role::Agent,
             KeyRole::Visitor => Role::Visitor,
+            KeyRole::Admin => Role::Admin,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use conversations::{
     app::admin,
-    config::{Cli, Command, KeyCommand, Settings, WorkspaceCommand},
+    config::{Cli, Command, FlowCommand, KeyCommand, Settings, WorkspaceCommand},
     startup::{Application, shutdown_signal},
     store::Store,
     telemetry,
@@ -76,6 +76,18 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 "key id: {} (revoke with: conversations key revoke {})",
                 key.key_id, key.key_id
             );
+        }
+        Command::Flow {
+            command: FlowCommand::Apply { file, workspace },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let flow = admin::FlowFile::parse(&file.to_string_lossy(), &text)?;
+            let store = Store::open(&cli.database).await?;
+            let applied = admin::apply_flow(&store, &workspace, flow).await;
+            store.close().await;
+            let (flow_id, version) = applied?;
+            println!("flow {flow_id} version {version} applied to workspace `{workspace}`");
         }
         Command::Key {
             command: KeyCommand::Revoke { key },

@@ -12,8 +12,11 @@ use tonic::transport::Server;
 use crate::{
     app::App,
     config::Settings,
-    grpc::ConversationsApi,
-    pb::{self, conversation_service_server::ConversationServiceServer},
+    grpc::{ConversationsApi, FlowsApi},
+    pb::{
+        self, conversation_service_server::ConversationServiceServer,
+        flow_service_server::FlowServiceServer,
+    },
     store::{Store, StoreError},
 };
 
@@ -114,6 +117,11 @@ impl Application {
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
+        let flows = FlowServiceServer::new(FlowsApi::new(self.app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        health.set_serving::<FlowServiceServer<FlowsApi>>().await;
+
         let purger = tokio::spawn(purge_request_ids(self.app.clone()));
         let store = self.app.store().clone();
         let app = self.app.clone();
@@ -127,6 +135,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(conversations)
+            .add_service(flows)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing calls in flight, ending event streams");

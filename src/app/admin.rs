@@ -1,11 +1,13 @@
 //! Administration for the command line: workspaces and keys.
 
-use super::now;
+use super::{App, AppError, Caller, now};
 use crate::{
     domain::{
         WorkspaceId,
         credentials::{IssuedKey, Role, check_workspace_name},
+        flow::{FlowDefinition, Step},
     },
+    events::FeedConfig,
     store::{Store, StoreError, keys},
 };
 
@@ -30,9 +32,97 @@ pub enum AdminError {
     /// The operating system gave no randomness.
     #[error("could not read random bytes: {0}")]
     Random(String),
+    /// A flow file that is not a valid flow.
+    #[error("the flow is not valid:\n{0}")]
+    InvalidFlow(String),
+    /// A flow file that cannot be read.
+    #[error("cannot read the flow file: {0}")]
+    FlowFile(String),
+    /// A flow id that does not exist in the workspace.
+    #[error("no flow {0:?} in this workspace; leave flow_id out to create a new flow")]
+    NoSuchFlow(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<AppError> for AdminError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::InvalidArgument(violations) => Self::InvalidFlow(
+                violations
+                    .iter()
+                    .map(|v| format!("  {} {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            AppError::FlowNotFound(id) => Self::NoSuchFlow(id),
+            AppError::Store(e) => Self::Store(e),
+            other => Self::Store(StoreError::Corrupt(other.to_string())),
+        }
+    }
+}
+
+/// A flow file, as `conversations flow apply` reads it (TOML or JSON): the
+/// flow's `name` and `steps`, plus `flow_id` to write a new version of an
+/// existing flow and `default = true` to make it the workspace default.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFile {
+    /// Update this flow (a new version); absent to create one.
+    #[serde(default)]
+    pub flow_id: Option<String>,
+    /// Make the flow the workspace default.
+    #[serde(default)]
+    pub default: bool,
+    /// The flow's name.
+    pub name: String,
+    /// The flow's steps.
+    pub steps: Vec<Step>,
+}
+
+impl FlowFile {
+    /// Reads a flow file: JSON when the name ends in `.json`, else TOML.
+    pub fn parse(file_name: &str, text: &str) -> Result<Self, AdminError> {
+        if file_name.ends_with(".json") {
+            serde_json::from_str(text).map_err(|e| AdminError::FlowFile(e.to_string()))
+        } else {
+            toml::from_str(text).map_err(|e| AdminError::FlowFile(e.to_string()))
+        }
+    }
+}
+
+/// Creates or updates the flow of `file` in `workspace`; returns its id and
+/// the version written.
+pub async fn apply_flow(
+    store: &Store,
+    workspace: &str,
+    file: FlowFile,
+) -> Result<(String, i64), AdminError> {
+    let workspace_id = keys::find_workspace(&mut *store.read().await?, workspace)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchWorkspace(workspace.to_owned()))?;
+    // The command line acts with the database's authority, as an admin key
+    // of the workspace would.
+    let caller = Caller {
+        workspace_id,
+        role: Role::Admin,
+        key_id: "command-line".into(),
+    };
+    let app = App::new(store.clone(), FeedConfig::default());
+    let definition = FlowDefinition {
+        name: file.name,
+        steps: file.steps,
+    };
+    let view = match &file.flow_id {
+        Some(flow_id) => app.update_flow(&caller, flow_id, definition).await?,
+        None => app.create_flow(&caller, definition).await?,
+    };
+    if file.default {
+        app.set_default_flow(&caller, Some(&view.flow.flow_id))
+            .await?;
+    }
+    Ok((view.flow.flow_id, view.flow.version))
 }
 
 impl From<sqlx::Error> for AdminError {

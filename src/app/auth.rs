@@ -59,7 +59,27 @@ impl Caller {
     pub fn require_agent(&self, what: &'static str) -> Result<(), AppError> {
         match self.role {
             Role::Agent => Ok(()),
-            Role::Visitor => Err(AppError::PermissionDenied(what)),
+            Role::Visitor | Role::Admin => Err(AppError::PermissionDenied(what)),
+        }
+    }
+
+    /// Refuses admin keys: they manage flows, not conversations.
+    pub fn require_conversation_access(&self) -> Result<(), AppError> {
+        match self.role {
+            Role::Agent | Role::Visitor => Ok(()),
+            Role::Admin => Err(AppError::PermissionDenied(
+                "admin keys manage flows; use an agent or visitor key for conversations",
+            )),
+        }
+    }
+
+    /// Refuses keys other than admin ones.
+    pub fn require_admin(&self) -> Result<(), AppError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Agent | Role::Visitor => Err(AppError::PermissionDenied(
+                "only admin keys manage flows (conversations key create --role admin)",
+            )),
         }
     }
 }

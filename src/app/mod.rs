@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod flows;
 pub mod mutations;
 pub mod queries;
 
@@ -58,6 +59,9 @@ pub enum AppError {
         "request_id {0:?} was already used for a different request; use a new request_id for a new request"
     )]
     RequestIdReused(String),
+    /// No such flow in the caller's workspace.
+    #[error("flow {0:?} not found")]
+    FlowNotFound(String),
     /// A feed cursor beyond the newest event.
     #[error(
         "after_sequence {after} is ahead of the newest event ({head}); resume from a sequence this server sent"

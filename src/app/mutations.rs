@@ -8,12 +8,17 @@ use sha2::{Digest, Sha256};
 use super::{App, AppError, Caller, UlidIds, now};
 use crate::{
     domain::{
-        Command, Conversation, Message, Micros,
+        Command, Conversation, Message, Micros, WorkspaceId,
         credentials::Role,
-        lifecycle::{self, Sender},
+        flow::ValidFlow,
+        lifecycle::{self, FlowRef, Sender},
         values::RequestId,
     },
-    store::{changes, conversations, idempotency},
+    store::{
+        StoreError, changes, conversations,
+        flows::{self, StoredFlow},
+        idempotency,
+    },
 };
 
 /// How long a request id is remembered, at least.
@@ -45,6 +50,7 @@ fn method(command: &Command) -> &'static str {
 
 /// Refuses what the caller's role may not do.
 fn authorize(caller: &Caller, command: &Command) -> Result<(), AppError> {
+    caller.require_conversation_access()?;
     if caller.role == Role::Agent {
         return Ok(());
     }
@@ -113,9 +119,23 @@ impl App {
             }
             None => None,
         };
+        let flow = self
+            .flow_for(&mut tx, workspace_id, &command, current.as_ref())
+            .await?;
+        let flow_ref = flow.as_ref().map(|(stored, valid)| FlowRef {
+            flow_id: &stored.flow_id,
+            version: stored.version,
+            flow: valid,
+        });
         let now = now();
-        let change =
-            lifecycle::decide(&command, workspace_id, current.as_ref(), now, &mut UlidIds)?;
+        let change = lifecycle::decide(
+            &command,
+            workspace_id,
+            current.as_ref(),
+            flow_ref,
+            now,
+            &mut UlidIds,
+        )?;
         let event_sequence = changes::apply(&mut tx, &change).await?;
         let outcome = Outcome {
             conversation: change.conversation,
@@ -133,6 +153,55 @@ impl App {
         }
         self.store.commit(tx, Some(event_sequence)).await?;
         Ok(outcome)
+    }
+
+    /// The flow `command` runs, if any: for a start, the named flow or the
+    /// workspace default (newest version); for a visitor's message or a
+    /// restart, the flow and version the conversation's run started with.
+    async fn flow_for(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        workspace_id: WorkspaceId,
+        command: &Command,
+        current: Option<&Conversation>,
+    ) -> Result<Option<(StoredFlow, ValidFlow)>, AppError> {
+        let wanted = match (command, current) {
+            (Command::Start { flow_id, .. }, _) => match flow_id {
+                Some(flow_id) => Some((flow_id.clone(), None, true)),
+                None => flows::default_flow_id(tx, workspace_id)
+                    .await?
+                    .map(|id| (id, None, false)),
+            },
+            (
+                Command::SendMessage {
+                    sender: Sender::Visitor(_),
+                    ..
+                }
+                | Command::Restart { .. },
+                Some(Conversation {
+                    flow: Some(run), ..
+                }),
+            ) => Some((run.flow_id.clone(), Some(run.version), false)),
+            _ => None,
+        };
+        let Some((flow_id, version, named)) = wanted else {
+            return Ok(None);
+        };
+        let Some(stored) = flows::get(tx, workspace_id, &flow_id, version).await? else {
+            // A flow the caller named must exist; a default or a running
+            // version that vanished is a fault of ours.
+            return Err(if named {
+                AppError::FlowNotFound(flow_id)
+            } else {
+                AppError::Store(StoreError::Corrupt(format!("flow {flow_id} is missing")))
+            });
+        };
+        let valid = stored.definition.validate().map_err(|violations| {
+            AppError::Store(StoreError::Corrupt(format!(
+                "stored flow {flow_id} no longer validates: {violations:?}"
+            )))
+        })?;
+        Ok(Some((stored, valid)))
     }
 
     /// Forgets request ids older than the retention; returns how many.

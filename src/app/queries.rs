@@ -126,6 +126,7 @@ impl App {
         caller: &Caller,
         visitor_id: Option<&VisitorId>,
     ) -> Result<(), AppError> {
+        caller.require_conversation_access()?;
         if caller.role == Role::Visitor && visitor_id.is_none() {
             return Err(AppError::InvalidArgument(vec![FieldViolation {
                 field: "visitor_id".into(),

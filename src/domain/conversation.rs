@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::flow::FlowRun;
 use super::values::{AgentRef, ConversationId, Micros, VisitorId};
 
 /// The tenant a conversation belongs to.
@@ -82,6 +83,9 @@ pub struct Conversation {
     pub message_count: i64,
     /// Messages in the thread that the visitor can see.
     pub everyone_message_count: i64,
+    /// The conversation's flow run, when it runs one.
+    #[serde(default)]
+    pub flow: Option<FlowRun>,
 }
 
 impl Conversation {

@@ -18,6 +18,8 @@ pub enum Role {
     Agent,
     /// The widget's backend: acts as visitors, sees what visitors see.
     Visitor,
+    /// Workspace administration: manages flows; no conversation access.
+    Admin,
 }
 
 impl Role {
@@ -26,6 +28,7 @@ impl Role {
         match self {
             Self::Agent => "agent",
             Self::Visitor => "visitor",
+            Self::Admin => "admin",
         }
     }
 
@@ -34,6 +37,7 @@ impl Role {
         match value {
             "agent" => Some(Self::Agent),
             "visitor" => Some(Self::Visitor),
+            "admin" => Some(Self::Admin),
             _ => None,
         }
     }

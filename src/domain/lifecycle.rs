@@ -8,8 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::conversation::{Conversation, Status, WorkspaceId};
+use super::flow::{self, BotOutput, FlowRun, ValidFlow};
 use super::message::{Audience, Author, Message, MessageContent, Transactional, TransactionalKind};
-use super::values::{AgentRef, ConversationId, MessageId, Micros, VisitorId};
+use super::values::{AgentRef, ConversationId, Label, MessageId, Micros, VisitorId};
 
 /// Something a caller can do to a conversation (other than writing in it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,9 @@ pub enum Command {
         visitor_id: VisitorId,
         /// The agent starting it proactively.
         agent: Option<AgentRef>,
+        /// The flow to run; `None` for the workspace default, if any.
+        #[serde(default)]
+        flow_id: Option<String>,
     },
     /// Write a message.
     SendMessage {
@@ -383,17 +387,37 @@ pub trait IdSource {
     fn event_id(&mut self) -> String;
 }
 
-/// Applies `command` to `current` (None for a start) at `now`.
+/// The flow a mutation runs: the one a new conversation starts, or the one
+/// (and version) an existing conversation's run was started with.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowRef<'a> {
+    /// The flow's id.
+    pub flow_id: &'a str,
+    /// Its version.
+    pub version: i64,
+    /// Its steps.
+    pub flow: &'a ValidFlow,
+}
+
+/// Applies `command` to `current` (None for a start) at `now`. `flow` is the
+/// flow to start (for a start) or the one the conversation runs (for a
+/// visitor's message or a restart); the caller loads it.
 pub fn decide(
     command: &Command,
     workspace_id: WorkspaceId,
     current: Option<&Conversation>,
+    flow: Option<FlowRef<'_>>,
     now: Micros,
     ids: &mut dyn IdSource,
 ) -> Result<Change, DecideError> {
     match (command, current) {
-        (Command::Start { visitor_id, agent }, None) => {
-            let conversation = Conversation {
+        (
+            Command::Start {
+                visitor_id, agent, ..
+            },
+            None,
+        ) => {
+            let blank = Conversation {
                 id: ids.conversation_id(),
                 workspace_id,
                 visitor_id: visitor_id.clone(),
@@ -403,24 +427,20 @@ pub fn decide(
                 update_time: now,
                 status_change_time: now,
                 close_time: None,
-                version: 1,
+                version: 0,
                 message_count: 0,
                 everyone_message_count: 0,
+                flow: None,
             };
-            let events = vec![NewEvent {
-                event_id: ids.event_id(),
-                create_time: now,
-                payload: EventPayload::ConversationStarted {
-                    conversation: conversation.clone(),
-                },
-            }];
-            Ok(Change {
-                conversation,
-                created: true,
-                messages: Vec::new(),
-                events,
-                sent_message: None,
-            })
+            let mut change = Builder::new(&blank, now, ids);
+            change.started();
+            if let Some(flow) = flow {
+                let (run, outputs) = flow::start(flow.flow, flow.flow_id, flow.version);
+                change.run_flow(run, outputs);
+            }
+            let mut change = change.finish();
+            change.created = true;
+            Ok(change)
         }
         (
             Command::SendMessage {
@@ -442,13 +462,33 @@ pub fn decide(
             };
             let to = next_status(current.status, action)?;
             let mut change = Builder::new(current, now, ids);
-            if let Sender::Agent(agent) = sender {
-                change.conversation.assignee = Some(agent.clone());
-            }
-            let sent = change.post(author.clone(), Audience::Everyone, content.clone());
+            let sent = change.post(
+                author.clone(),
+                Audience::Everyone,
+                content.clone(),
+                Vec::new(),
+            );
             if to != current.status {
                 // Only a visitor reply on PENDING moves the status here.
                 change.change_status(to, author, TransactionalKind::ReopenedByVisitorReply);
+            }
+            match sender {
+                Sender::Agent(agent) => {
+                    change.conversation.assignee = Some(agent.clone());
+                    // An agent writing takes the conversation over from the bot.
+                    if let Some(run) = &current.flow {
+                        change.conversation.flow = Some(flow::on_agent_message(run));
+                    }
+                }
+                Sender::Visitor(_) => {
+                    if let (Some(run), Some(flow), MessageContent::Text { text }) =
+                        (&current.flow, flow, content)
+                    {
+                        let (run, outputs) =
+                            flow::on_visitor_message(run, flow.flow, text.as_str());
+                        change.run_flow(run, outputs);
+                    }
+                }
             }
             let mut change = change.finish();
             change.sent_message = Some(sent);
@@ -490,6 +530,12 @@ pub fn decide(
                 visitor_id: visitor_id.clone(),
             };
             change.change_status(to, actor, TransactionalKind::Restarted);
+            // "The same conversation flow starts from the beginning": the
+            // version the conversation ran, from step one, answers afresh.
+            if let Some(flow) = flow {
+                let (run, outputs) = flow::restart(flow.flow, flow.flow_id, flow.version);
+                change.run_flow(run, outputs);
+            }
             Ok(change.finish())
         }
         (Command::Start { .. }, Some(_))
@@ -534,7 +580,13 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn post(&mut self, author: Author, audience: Audience, content: MessageContent) -> Message {
+    fn post(
+        &mut self,
+        author: Author,
+        audience: Audience,
+        content: MessageContent,
+        quick_replies: Vec<Label>,
+    ) -> Message {
         self.conversation.message_count += 1;
         if audience == Audience::Everyone {
             self.conversation.everyone_message_count += 1;
@@ -547,6 +599,7 @@ impl<'a> Builder<'a> {
             audience,
             create_time: self.now,
             content,
+            quick_replies,
         };
         self.messages.push(message.clone());
         self.events.push(NewEvent {
@@ -581,13 +634,55 @@ impl<'a> Builder<'a> {
             Author::System,
             kind.audience(),
             MessageContent::Transactional(transactional),
+            Vec::new(),
         );
+    }
+
+    /// Records the start of a new conversation (its snapshot is filled in by
+    /// `finish`).
+    fn started(&mut self) {
+        self.events.push(NewEvent {
+            event_id: self.ids.event_id(),
+            create_time: self.now,
+            payload: EventPayload::ConversationStarted {
+                conversation: self.conversation.clone(),
+            },
+        });
+    }
+
+    /// Stores the flow's new run and writes what the bot says: its posts for
+    /// everyone, and a handoff note for the agents.
+    fn run_flow(&mut self, run: FlowRun, outputs: Vec<BotOutput>) {
+        self.conversation.flow = Some(run);
+        for output in outputs {
+            match output {
+                BotOutput::Post {
+                    content,
+                    quick_replies,
+                } => {
+                    self.post(Author::Bot, Audience::Everyone, content, quick_replies);
+                }
+                BotOutput::Handoff { text, .. } => {
+                    let note = Transactional::handoff(self.conversation.status, text);
+                    self.post(
+                        Author::System,
+                        TransactionalKind::FlowHandoff.audience(),
+                        MessageContent::Transactional(note),
+                        Vec::new(),
+                    );
+                }
+            }
+        }
     }
 
     fn finish(mut self) -> Change {
         for event in &mut self.events {
-            if let EventPayload::StatusChanged { conversation, .. } = &mut event.payload {
-                *conversation = self.conversation.clone();
+            match &mut event.payload {
+                EventPayload::StatusChanged { conversation, .. }
+                | EventPayload::ConversationStarted { conversation } => {
+                    *conversation = self.conversation.clone();
+                }
+                EventPayload::MessagePosted { .. } => {}
             }
         }
         Change {
@@ -637,10 +732,18 @@ mod tests {
         let start = Command::Start {
             visitor_id: visitor(),
             agent: None,
+            flow_id: None,
         };
-        let mut c = decide(&start, WorkspaceId(1), None, Micros(10), &mut Counter(0))
-            .unwrap()
-            .conversation;
+        let mut c = decide(
+            &start,
+            WorkspaceId(1),
+            None,
+            None,
+            Micros(10),
+            &mut Counter(0),
+        )
+        .unwrap()
+        .conversation;
         c.status = status;
         c
     }
@@ -696,6 +799,7 @@ mod tests {
             &command,
             WorkspaceId(1),
             Some(&current),
+            None,
             Micros(20),
             &mut Counter(100),
         )
@@ -732,6 +836,7 @@ mod tests {
             &command,
             WorkspaceId(1),
             Some(&current),
+            None,
             Micros(20),
             &mut Counter(0),
         )
@@ -752,6 +857,7 @@ mod tests {
             &close,
             WorkspaceId(1),
             Some(&current),
+            None,
             Micros(20),
             &mut Counter(0),
         )
@@ -770,6 +876,7 @@ mod tests {
             &reopen,
             WorkspaceId(1),
             Some(&closed),
+            None,
             Micros(30),
             &mut Counter(50),
         )
@@ -789,6 +896,7 @@ mod tests {
             &command,
             WorkspaceId(1),
             Some(&current),
+            None,
             Micros(20),
             &mut Counter(0),
         )

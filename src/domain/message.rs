@@ -89,6 +89,8 @@ pub enum TransactionalKind {
     Restarted,
     /// The visitor replied while it was pending.
     ReopenedByVisitorReply,
+    /// The flow handed the visitor over to the agents.
+    FlowHandoff,
 }
 
 impl TransactionalKind {
@@ -97,9 +99,11 @@ impl TransactionalKind {
     pub fn audience(self) -> Audience {
         match self {
             Self::Reopened => Audience::Everyone,
-            Self::Closed | Self::MarkedPending | Self::Restarted | Self::ReopenedByVisitorReply => {
-                Audience::Agents
-            }
+            Self::Closed
+            | Self::MarkedPending
+            | Self::Restarted
+            | Self::ReopenedByVisitorReply
+            | Self::FlowHandoff => Audience::Agents,
         }
     }
 }
@@ -120,6 +124,18 @@ pub struct Transactional {
 }
 
 impl Transactional {
+    /// The note that tells the agents a flow handed the visitor over; `text`
+    /// is the engine's sentence with the answers. The status does not change.
+    pub fn handoff(status: Status, text: String) -> Self {
+        Self {
+            kind: TransactionalKind::FlowHandoff,
+            from_status: status,
+            to_status: status,
+            actor: Author::Bot,
+            text,
+        }
+    }
+
     /// Records a change and renders its sentence.
     pub fn new(
         kind: TransactionalKind,
@@ -165,6 +181,7 @@ fn render(kind: TransactionalKind, from: Status, to: Status, actor: &Author) -> 
             from.label(),
             to.label()
         ),
+        TransactionalKind::FlowHandoff => "The visitor is waiting for an agent.".to_owned(),
     }
 }
 
@@ -220,6 +237,9 @@ pub struct Message {
     pub create_time: Micros,
     /// What it says.
     pub content: MessageContent,
+    /// Quick replies the widget may offer (a bot question's choices).
+    #[serde(default)]
+    pub quick_replies: Vec<Label>,
 }
 
 /// Makes an agent author from its parts as stored.

@@ -101,6 +101,11 @@ identifier!(
     MAX_ID_CHARS
 );
 identifier!(
+    /// A flow id, made by the server; a caller's may be unknown.
+    FlowId,
+    MAX_ID_CHARS
+);
+identifier!(
     /// The caller's key that makes a mutation safe to retry.
     RequestId,
     MAX_REQUEST_ID_CHARS

@@ -131,6 +131,7 @@ impl App {
         caller: &Caller,
         query: &EventQuery,
     ) -> Result<(EventScope, i64), AppError> {
+        caller.require_conversation_access()?;
         if query.after_sequence < 0 {
             return Err(AppError::InvalidArgument(vec![FieldViolation {
                 field: "after_sequence".into(),

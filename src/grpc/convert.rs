@@ -8,6 +8,7 @@ use crate::{
     domain::{
         Audience, Author, Conversation, Message, MessageContent, Micros, Status,
         credentials::Role,
+        flow::{FlowRun, RunStatus},
         lifecycle::{Event, EventKind, EventPayload},
         message::{Appointment, TransactionalKind},
         values::{
@@ -117,7 +118,11 @@ pub fn agent(fields: &mut Fields, field: &str, value: Option<&pb::AgentRef>) -> 
     })
 }
 
-fn timestamp(fields: &mut Fields, field: &str, value: Option<&Timestamp>) -> Option<Micros> {
+pub(super) fn timestamp(
+    fields: &mut Fields,
+    field: &str,
+    value: Option<&Timestamp>,
+) -> Option<Micros> {
     let Some(value) = value else {
         fields.violation(field, "is required");
         return None;
@@ -136,7 +141,7 @@ fn timestamp(fields: &mut Fields, field: &str, value: Option<&Timestamp>) -> Opt
 
 /// A google.protobuf.Duration as nanoseconds, checked as its spec says:
 /// `nanos` within ±999,999,999 and of the same sign as `seconds`.
-fn duration(fields: &mut Fields, field: &str, value: Option<&Duration>) -> Option<i64> {
+pub(super) fn duration(fields: &mut Fields, field: &str, value: Option<&Duration>) -> Option<i64> {
     let Some(value) = value else {
         fields.violation(field, "is required");
         return None;
@@ -261,6 +266,29 @@ pub fn event_kinds(fields: &mut Fields, values: &[i32]) -> Vec<EventKind> {
 
 // ---- domain to protobuf ----
 
+fn to_flow_progress(run: &FlowRun) -> pb::FlowProgress {
+    pb::FlowProgress {
+        flow_id: run.flow_id.clone(),
+        flow_version: run.version,
+        current_step: i32::try_from(run.step).unwrap_or(i32::MAX),
+        answers: run
+            .answers
+            .iter()
+            .map(|a| pb::FlowAnswer {
+                key: a.key.as_str().to_owned(),
+                value: a.value.clone(),
+            })
+            .collect(),
+        status: match run.status {
+            RunStatus::AwaitingAnswer => pb::FlowRunStatus::AwaitingAnswer,
+            RunStatus::HandedOff => pb::FlowRunStatus::HandedOff,
+            RunStatus::Completed => pb::FlowRunStatus::Completed,
+            RunStatus::Stopped => pb::FlowRunStatus::Stopped,
+        }
+        .into(),
+    }
+}
+
 /// An event of the feed as the caller's role sees it.
 pub fn to_event(event: &Event, role: Role) -> pb::Event {
     use pb::event::Payload;
@@ -342,10 +370,11 @@ pub fn to_conversation(c: &Conversation, role: Role) -> pb::Conversation {
         close_time: c.close_time.map(to_timestamp),
         etag: c.etag(),
         message_count: match role {
-            Role::Agent => c.message_count,
+            Role::Agent | Role::Admin => c.message_count,
             Role::Visitor => c.everyone_message_count,
         },
         restart_available: c.restart_available(),
+        flow: c.flow.as_ref().map(to_flow_progress),
     }
 }
 
@@ -373,6 +402,7 @@ fn to_transactional_kind(kind: TransactionalKind) -> pb::TransactionalKind {
         TransactionalKind::ReopenedByVisitorReply => {
             pb::TransactionalKind::ConversationReopenedByVisitorReply
         }
+        TransactionalKind::FlowHandoff => pb::TransactionalKind::FlowHandoff,
     }
 }
 
@@ -419,6 +449,11 @@ pub fn to_message(m: &Message) -> pb::Message {
         .into(),
         create_time: Some(to_timestamp(m.create_time)),
         content: Some(content),
+        quick_replies: m
+            .quick_replies
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
     }
 }
 

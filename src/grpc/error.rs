@@ -102,6 +102,12 @@ impl From<AppError> for Status {
                 message,
                 HashMap::new(),
             ),
+            AppError::FlowNotFound(id) => status(
+                Code::NotFound,
+                "FLOW_NOT_FOUND",
+                message,
+                HashMap::from([("flow_id".to_owned(), id)]),
+            ),
             AppError::CursorAheadOfHead { head, .. } => status(
                 Code::OutOfRange,
                 "CURSOR_AHEAD_OF_HEAD",

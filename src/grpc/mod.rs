@@ -3,6 +3,8 @@
 
 pub mod convert;
 pub mod error;
+pub mod flows;
 pub mod service;
 
+pub use flows::FlowsApi;
 pub use service::ConversationsApi;

@@ -18,7 +18,7 @@ use crate::{
         Command, Status as ConversationStatus,
         credentials::Role,
         lifecycle::{AgentAction, Sender},
-        values::{AgentId, ConversationId, RequestId, VisitorId},
+        values::{AgentId, ConversationId, FlowId, RequestId, VisitorId},
     },
     events::{EventQuery, FeedEnd, FeedItem},
     pb::{self, conversation_service_server::ConversationService},
@@ -211,10 +211,14 @@ impl ConversationService for ConversationsApi {
             .as_ref()
             .map(|a| convert::agent(&mut f, "agent", Some(a)));
         let request_id = f.optional("request_id", &req.request_id, RequestId::parse);
+        let flow_id = f
+            .optional("flow_id", &req.flow_id, FlowId::parse)
+            .map(|id| id.as_str().to_owned());
         let command = f.done((|| {
             Some(Command::Start {
                 visitor_id: visitor_id?,
                 agent: agent.flatten(),
+                flow_id,
             })
         })())?;
         let outcome = self.run(&caller, request_id, command).await?;

@@ -11,7 +11,7 @@ use crate::domain::{
 
 const COLUMNS: &str = "conversation_id, workspace_id, visitor_id, status, assignee_agent_id, \
      assignee_display_name, assignee_channel, create_time, update_time, status_change_time, \
-     close_time, version, message_count, everyone_message_count";
+     close_time, version, message_count, everyone_message_count, flow_run";
 
 fn from_row(row: &SqliteRow) -> Result<Conversation, StoreError> {
     let status: String = row.try_get("status")?;
@@ -39,6 +39,10 @@ fn from_row(row: &SqliteRow) -> Result<Conversation, StoreError> {
         version: row.try_get("version")?,
         message_count: row.try_get("message_count")?,
         everyone_message_count: row.try_get("everyone_message_count")?,
+        flow: row
+            .try_get::<Option<String>, _>("flow_run")?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()?,
     })
 }
 
@@ -154,9 +158,12 @@ pub(super) async fn insert(
     c: &Conversation,
 ) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO conversations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO conversations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
-    bind_all(sqlx::query(&sql), c).execute(conn).await?;
+    bind_all(sqlx::query(&sql), c)
+        .bind(flow_json(c)?)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -169,7 +176,7 @@ pub(super) async fn update(
     let result = sqlx::query(
         "UPDATE conversations SET status = ?, assignee_agent_id = ?, assignee_display_name = ?, \
          assignee_channel = ?, update_time = ?, status_change_time = ?, close_time = ?, version = ?, \
-         message_count = ?, everyone_message_count = ? \
+         message_count = ?, everyone_message_count = ?, flow_run = ? \
          WHERE workspace_id = ? AND conversation_id = ? AND version = ?",
     )
     .bind(c.status.as_str())
@@ -182,6 +189,7 @@ pub(super) async fn update(
     .bind(c.version)
     .bind(c.message_count)
     .bind(c.everyone_message_count)
+    .bind(flow_json(c)?)
     .bind(c.workspace_id.0)
     .bind(c.id.as_str())
     .bind(c.version - 1)
@@ -209,4 +217,9 @@ fn bind_all<'q>(
         .bind(c.version)
         .bind(c.message_count)
         .bind(c.everyone_message_count)
+}
+
+/// The flow run as stored: JSON of the domain's FlowRun, or NULL.
+fn flow_json(c: &Conversation) -> Result<Option<String>, StoreError> {
+    Ok(c.flow.as_ref().map(serde_json::to_string).transpose()?)
 }

@@ -55,6 +55,11 @@ fn from_row(row: &SqliteRow) -> Result<Message, StoreError> {
         audience: Audience::from_stored(&row.try_get::<String, _>("audience")?),
         create_time: Micros(row.try_get("create_time")?),
         content: serde_json::from_str(&row.try_get::<String, _>("content")?)?,
+        quick_replies: row
+            .try_get::<Option<String>, _>("quick_replies")?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -68,25 +73,34 @@ pub(super) async fn insert(
     }
     let contents = messages
         .iter()
-        .map(|m| serde_json::to_string(&m.content))
+        .map(|m| {
+            let replies = (!m.quick_replies.is_empty())
+                .then(|| serde_json::to_string(&m.quick_replies))
+                .transpose()?;
+            Ok::<_, serde_json::Error>((serde_json::to_string(&m.content)?, replies))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut query = QueryBuilder::<Sqlite>::new(
         "INSERT INTO messages (message_id, conversation_id, position, author_kind, author_id, \
-         author_display_name, author_channel, audience, create_time, content) ",
+         author_display_name, author_channel, audience, create_time, content, quick_replies) ",
     );
-    query.push_values(messages.iter().zip(&contents), |mut row, (m, content)| {
-        let (kind, id, name, channel) = author_columns(&m.author);
-        row.push_bind(m.id.as_str())
-            .push_bind(m.conversation_id.as_str())
-            .push_bind(m.position)
-            .push_bind(kind)
-            .push_bind(id)
-            .push_bind(name)
-            .push_bind(channel)
-            .push_bind(m.audience.as_str())
-            .push_bind(m.create_time.0)
-            .push_bind(content.as_str());
-    });
+    query.push_values(
+        messages.iter().zip(&contents),
+        |mut row, (m, (content, replies))| {
+            let (kind, id, name, channel) = author_columns(&m.author);
+            row.push_bind(m.id.as_str())
+                .push_bind(m.conversation_id.as_str())
+                .push_bind(m.position)
+                .push_bind(kind)
+                .push_bind(id)
+                .push_bind(name)
+                .push_bind(channel)
+                .push_bind(m.audience.as_str())
+                .push_bind(m.create_time.0)
+                .push_bind(content.as_str())
+                .push_bind(replies.as_deref());
+        },
+    );
     query.build().execute(conn).await?;
     Ok(())
 }

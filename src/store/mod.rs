@@ -11,6 +11,7 @@
 pub mod changes;
 pub mod conversations;
 pub mod events;
+pub mod flows;
 pub mod idempotency;
 pub mod keys;
 pub mod messages;

@@ -168,6 +168,7 @@ async fn a_retried_start_returns_the_first_response_and_writes_nothing() {
         visitor_id: "v-1".into(),
         agent: Some(dana()),
         request_id: "start-1".into(),
+        flow_id: String::new(),
     };
     let first = agent
         .start_conversation(request.clone())
@@ -280,6 +281,7 @@ async fn a_request_id_reused_for_a_different_request_is_refused() {
             visitor_id: "v-1".into(),
             agent: None,
             request_id: "r-1".into(),
+            flow_id: String::new(),
         })
         .await
         .expect("start")
@@ -292,6 +294,7 @@ async fn a_request_id_reused_for_a_different_request_is_refused() {
             visitor_id: "v-2".into(),
             agent: None,
             request_id: "r-1".into(),
+            flow_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -340,6 +343,7 @@ async fn a_request_id_over_64_characters_is_refused() {
             visitor_id: "v-2".into(),
             agent: None,
             request_id: too_long.clone(),
+            flow_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -365,6 +369,7 @@ async fn a_request_id_over_64_characters_is_refused() {
             visitor_id: "v-2".into(),
             agent: None,
             request_id: "r".repeat(64),
+            flow_id: String::new(),
         })
         .await
         .expect("64 characters are accepted");
@@ -422,6 +427,7 @@ async fn concurrent_starts_with_one_request_id_create_one_conversation() {
                     visitor_id: "v-1".into(),
                     agent: Some(dana()),
                     request_id: "one-start".into(),
+                    flow_id: String::new(),
                 })
                 .await
                 .map(|r| r.into_inner())

@@ -16,6 +16,7 @@ async fn a_conversation_walks_from_open_to_closed_and_back_with_its_thread() {
             visitor_id: "v-1".into(),
             agent: Some(dana()),
             request_id: String::new(),
+            flow_id: String::new(),
         })
         .await
         .unwrap()

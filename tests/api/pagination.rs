@@ -99,9 +99,17 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
         let command = Command::Start {
             visitor_id: VisitorId::parse(&format!("seed-{i}")).expect("visitor id"),
             agent: None,
+            flow_id: None,
         };
-        let change = lifecycle::decide(&command, caller.workspace_id, None, now(), &mut UlidIds)
-            .expect("a start is always allowed");
+        let change = lifecycle::decide(
+            &command,
+            caller.workspace_id,
+            None,
+            None,
+            now(),
+            &mut UlidIds,
+        )
+        .expect("a start is always allowed");
         changes::apply(&mut tx, &change).await.expect("apply");
         ids.push(change.conversation.id.as_str().to_owned());
     }
@@ -258,6 +266,7 @@ async fn filters_select_by_status_assignee_and_visitor_while_counts_stay_whole()
             visitor_id: "v-1".into(),
             agent: Some(dana()),
             request_id: String::new(),
+            flow_id: String::new(),
         })
         .await
         .unwrap()

@@ -90,6 +90,7 @@ async fn conversations_threads_and_counts_survive_a_restart() {
             visitor_id: "v-3".into(),
             agent: Some(dana()),
             request_id: String::new(),
+            flow_id: String::new(),
         })
         .await
         .unwrap()
@@ -222,6 +223,7 @@ async fn a_request_id_replays_its_first_response_after_a_restart() {
         visitor_id: "v-1".into(),
         agent: None,
         request_id: "start-before-restart".into(),
+        flow_id: String::new(),
     };
     let started = agent
         .start_conversation(start_request.clone())
@@ -290,6 +292,7 @@ async fn a_request_id_replays_its_first_response_after_a_restart() {
             visitor_id: "v-2".into(),
             agent: None,
             request_id: "start-before-restart".into(),
+            flow_id: String::new(),
         })
         .await
         .unwrap_err();

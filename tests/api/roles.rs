@@ -137,6 +137,7 @@ async fn a_visitor_key_cannot_start_a_conversation_as_an_agent() {
             visitor_id: VISITOR.into(),
             agent: Some(dana()),
             request_id: String::new(),
+            flow_id: String::new(),
         })
         .await;
 
@@ -415,6 +416,7 @@ async fn an_agent_key_can_do_everything() {
             visitor_id: VISITOR.into(),
             agent: Some(dana()),
             request_id: String::new(),
+            flow_id: String::new(),
         })
         .await
         .expect("start with an agent")

@@ -238,6 +238,7 @@ async fn another_workspace_never_lists_or_counts_this_workspaces_conversations()
             visitor_id: "shared-visitor".into(),
             agent: Some(dana()),
             request_id: String::new(),
+            flow_id: String::new(),
         })
         .await
         .expect("start in the other workspace")
@@ -337,6 +338,7 @@ async fn a_request_id_used_in_another_workspace_does_not_replay_its_response() {
         visitor_id: "v-1".into(),
         agent: None,
         request_id: "shared-request-id".into(),
+        flow_id: String::new(),
     };
 
     let mine = agent

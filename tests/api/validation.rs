@@ -537,6 +537,7 @@ async fn every_bad_field_is_reported_at_once() {
                 channel: -1,
             }),
             request_id: "r".repeat(65),
+            flow_id: String::new(),
         })
         .await;
     f.assert_invalid(
@@ -612,6 +613,7 @@ async fn unknown_enum_values_are_refused() {
             visitor_id: "v-2".into(),
             agent: Some(unknown_channel()),
             request_id: String::new(),
+            flow_id: String::new(),
         })
         .await;
     f.assert_invalid(&before, r, &["agent.channel"]).await;

@@ -1,0 +1,143 @@
+//! Flow administration (admin keys): create, read, list, update (a new
+//! version) and choose the workspace default.
+
+use super::{App, AppError, Caller, FieldViolation, now};
+use crate::{
+    domain::flow::{FlowDefinition, FlowViolation},
+    store::flows::{self, StoredFlow},
+};
+
+/// A flow version and whether it is the workspace default.
+#[derive(Debug, Clone)]
+pub struct FlowView {
+    /// The stored version.
+    pub flow: StoredFlow,
+    /// True when it is the workspace's default flow.
+    pub is_default: bool,
+}
+
+fn invalid(violations: Vec<FlowViolation>) -> AppError {
+    AppError::InvalidArgument(
+        violations
+            .into_iter()
+            .map(|v| FieldViolation {
+                field: v.field,
+                description: v.description,
+            })
+            .collect(),
+    )
+}
+
+impl App {
+    /// Creates a flow at version 1.
+    pub async fn create_flow(
+        &self,
+        caller: &Caller,
+        definition: FlowDefinition,
+    ) -> Result<FlowView, AppError> {
+        caller.require_admin()?;
+        let valid = definition.validate().map_err(invalid)?;
+        let flow = StoredFlow {
+            flow_id: format!("flow_{}", ulid::Ulid::new()),
+            version: 1,
+            definition: valid.to_definition(),
+            create_time: now(),
+        };
+        let mut tx = self.store().begin_write().await?;
+        flows::insert(&mut tx, caller.workspace_id, &flow).await?;
+        self.store().commit(tx, None).await?;
+        Ok(FlowView {
+            flow,
+            is_default: false,
+        })
+    }
+
+    /// A flow's newest version, or `version`.
+    pub async fn get_flow(
+        &self,
+        caller: &Caller,
+        flow_id: &str,
+        version: Option<i64>,
+    ) -> Result<FlowView, AppError> {
+        caller.require_admin()?;
+        let mut tx = self.store().begin_read().await?;
+        let flow = flows::get(&mut tx, caller.workspace_id, flow_id, version)
+            .await?
+            .ok_or_else(|| AppError::FlowNotFound(flow_id.to_owned()))?;
+        let default = flows::default_flow_id(&mut tx, caller.workspace_id).await?;
+        tx.commit().await?;
+        Ok(FlowView {
+            is_default: default.as_deref() == Some(flow_id),
+            flow,
+        })
+    }
+
+    /// The newest version of each flow of the workspace.
+    pub async fn list_flows(&self, caller: &Caller) -> Result<Vec<FlowView>, AppError> {
+        caller.require_admin()?;
+        let mut tx = self.store().begin_read().await?;
+        let all = flows::list_latest(&mut tx, caller.workspace_id).await?;
+        let default = flows::default_flow_id(&mut tx, caller.workspace_id).await?;
+        tx.commit().await?;
+        Ok(all
+            .into_iter()
+            .map(|flow| FlowView {
+                is_default: default.as_deref() == Some(flow.flow_id.as_str()),
+                flow,
+            })
+            .collect())
+    }
+
+    /// Writes a new version of a flow. Conversations already running keep
+    /// the version they started with.
+    pub async fn update_flow(
+        &self,
+        caller: &Caller,
+        flow_id: &str,
+        definition: FlowDefinition,
+    ) -> Result<FlowView, AppError> {
+        caller.require_admin()?;
+        let valid = definition.validate().map_err(invalid)?;
+        let mut tx = self.store().begin_write().await?;
+        let current = flows::get(&mut tx, caller.workspace_id, flow_id, None)
+            .await?
+            .ok_or_else(|| AppError::FlowNotFound(flow_id.to_owned()))?;
+        let flow = StoredFlow {
+            flow_id: current.flow_id,
+            version: current.version + 1,
+            definition: valid.to_definition(),
+            create_time: now(),
+        };
+        flows::insert(&mut tx, caller.workspace_id, &flow).await?;
+        let default = flows::default_flow_id(&mut tx, caller.workspace_id).await?;
+        self.store().commit(tx, None).await?;
+        Ok(FlowView {
+            is_default: default.as_deref() == Some(flow_id),
+            flow,
+        })
+    }
+
+    /// Makes `flow_id` the workspace default, or clears it with `None`.
+    pub async fn set_default_flow(
+        &self,
+        caller: &Caller,
+        flow_id: Option<&str>,
+    ) -> Result<Option<FlowView>, AppError> {
+        caller.require_admin()?;
+        let mut tx = self.store().begin_write().await?;
+        let flow = match flow_id {
+            Some(flow_id) => Some(
+                flows::get(&mut tx, caller.workspace_id, flow_id, None)
+                    .await?
+                    .ok_or_else(|| AppError::FlowNotFound(flow_id.to_owned()))?,
+            ),
+            None => None,
+        };
+        flows::set_default(&mut tx, caller.workspace_id, flow_id).await?;
+        self.store().commit(tx, None).await?;
+        Ok(flow.map(|flow| FlowView {
+            flow,
+            is_default: true,
+        }))
+    }
+}
