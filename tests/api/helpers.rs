@@ -11,6 +11,7 @@ use conversations::{
     pb::{
         self,
         conversation_service_client::ConversationServiceClient,
+        flow_service_client::FlowServiceClient,
         send_message_request::{Content, Sender},
     },
     startup::{Application, StartupError},
@@ -28,6 +29,9 @@ static TRACING: Once = Once::new();
 
 /// A client that sends `authorization: Bearer <key>` (or nothing).
 pub type Client = ConversationServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A FlowService client that sends `authorization: Bearer <key>`.
+pub type FlowClient = FlowServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds the key to every call.
 #[derive(Clone)]
@@ -149,6 +153,22 @@ impl TestApp {
             .await
             .expect("connect");
         ConversationServiceClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
+    }
+
+    /// A FlowService client with `key` (None: no authorization metadata).
+    pub async fn flows_with(&self, key: Option<&str>) -> FlowClient {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        FlowServiceClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
+    }
+
+    /// A FlowService client with a new admin key of the default workspace.
+    pub async fn admin(&self) -> FlowClient {
+        let (_, key) = self.new_key("default", Role::Admin).await;
+        self.flows_with(Some(&key)).await
     }
 
     /// A client with the default workspace's agent key.

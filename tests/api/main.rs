@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod events;
+mod flows;
 mod helpers;
 mod lifecycle;
 mod pagination;
