@@ -397,6 +397,30 @@ if ! grep -q 'Unauthenticated' "$WORK/acme-revoked.txt" || ! grep -q 'API_KEY_IN
 fi
 pass "CLI: key revoke takes effect at once (Unauthenticated, API_KEY_INVALID)"
 
+# --- flows: an admin key, flow apply from the example file, the bot greets ----------
+admin "$WORK/admin-key.txt" key create --workspace default --role admin
+ADMIN_KEY=$(sed -n 's/^admin key: \(cvk_[^[:space:]]*\)[[:space:]]*$/\1/p' "$WORK/admin-key.txt")
+[[ -n "$ADMIN_KEY" ]] || { cat "$WORK/admin-key.txt" >&2; fail "key create --role admin printed no key"; }
+admin "$WORK/flow-apply.txt" flow apply "$ROOT/examples/flows/greeting.toml" --workspace default
+grep -q '^flow flow_[0-9A-Z]* version 1 applied' "$WORK/flow-apply.txt" ||
+    { cat "$WORK/flow-apply.txt" >&2; fail "flow apply did not report flow and version"; }
+if ! gc -H "authorization: Bearer $ADMIN_KEY" "$ADDR" conversations.v1.FlowService/ListFlows >"$WORK/flows.json" 2>&1 ||
+    ! grep -q '"isDefault": true' "$WORK/flows.json"; then
+    cat "$WORK/flows.json" >&2
+    fail "ListFlows (admin key) does not show the applied default flow"
+fi
+call StartConversation "$VISITOR_KEY" '{"visitorId":"v-flow"}' "$WORK/flow-start.json"
+FLOW_CONV=$(json "$WORK/flow-start.json" 'd["conversation"]["conversation_id"]')
+call ListMessages "$VISITOR_KEY" "{\"conversationId\":\"$FLOW_CONV\",\"visitorId\":\"v-flow\"}" "$WORK/flow-msgs.json"
+[[ $(json "$WORK/flow-msgs.json" '[m.get("text") for m in d["messages"]]') == '["Hi! I'"'"'m the Acme assistant.", "What'"'"'s your name?"]' ]] ||
+    { cat "$WORK/flow-msgs.json" >&2; fail "the default flow did not greet and ask the first question"; }
+if gc -H "authorization: Bearer $AGENT_KEY" "$ADDR" conversations.v1.FlowService/ListFlows >"$WORK/flows-agent.txt" 2>&1 ||
+    ! grep -q 'PermissionDenied' "$WORK/flows-agent.txt"; then
+    cat "$WORK/flows-agent.txt" >&2
+    fail "an agent key on FlowService is not PermissionDenied"
+fi
+pass "flows: admin key, flow apply (TOML) as default, the bot greets a new conversation; agent keys are PermissionDenied on FlowService"
+
 stop_server INT
 pass "SIGINT -> server exited 0 within 10 s"
 
