@@ -143,6 +143,9 @@ impl Application {
                 health
                     .set_not_serving::<ConversationServiceServer<ConversationsApi>>()
                     .await;
+                health
+                    .set_not_serving::<FlowServiceServer<FlowsApi>>()
+                    .await;
                 let _ = stopping.send(());
             });
         let grace_over = async {

@@ -172,12 +172,19 @@ impl App {
                     .await?
                     .map(|id| (id, None, false)),
             },
+            // A visitor's message only matters to a run that still waits for
+            // an answer; a restart replays whatever the run reached.
             (
                 Command::SendMessage {
                     sender: Sender::Visitor(_),
                     ..
-                }
-                | Command::Restart { .. },
+                },
+                Some(Conversation {
+                    flow: Some(run), ..
+                }),
+            ) if run.status.is_active() => Some((run.flow_id.clone(), Some(run.version), false)),
+            (
+                Command::Restart { .. },
                 Some(Conversation {
                     flow: Some(run), ..
                 }),
