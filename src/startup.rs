@@ -6,8 +6,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
     app::App,
@@ -127,8 +126,13 @@ impl Application {
         let app = self.app.clone();
         tracing::info!(address = %self.local_addr, "serving conversations.v1.ConversationService");
         let (stopping, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // The server's own tcp_nodelay setting does not apply to an incoming
+        // stream we hand it; without TCP_NODELAY every response's trailers
+        // wait ~40 ms for the client's delayed ACK.
+        let incoming = TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
         let serve = Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)
@@ -136,7 +140,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(conversations)
             .add_service(flows)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing calls in flight, ending event streams");
                 app.begin_shutdown();
