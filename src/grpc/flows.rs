@@ -25,19 +25,75 @@ impl FlowsApi {
         Self { app }
     }
 
+    /// The authenticated caller, refused unless it holds an admin key: the
+    /// role is checked before the request, so a caller without the right
+    /// learns that first.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let authorization = request
             .metadata()
             .get("authorization")
             .map(|v| v.to_str().unwrap_or_default());
-        Ok(self.app.authenticate(authorization).await?)
+        let caller = self.app.authenticate(authorization).await?;
+        caller.require_admin()?;
+        Ok(caller)
     }
 }
 
-/// A definition from a request's name and steps. The domain validates it;
-/// here only what protobuf cannot express as the definition is refused.
+/// Where a step of the definition came from in the request: its index and
+/// the request field path its own fields sit under.
+struct Origin {
+    index: usize,
+    prefix: &'static str,
+}
+
+/// A definition from a request's name and steps, with every violation named
+/// by the request's own field paths: what protobuf cannot express as a
+/// definition (an empty step, a malformed timestamp) is refused here, and
+/// the domain's checks run too, so that one call reports everything.
 fn definition(fields: &mut Fields, name: &str, steps: &[pb::FlowStep]) -> FlowDefinition {
+    let (definition, origins) = convert_steps(fields, name, steps);
+    if let Err(violations) = definition.validate() {
+        for violation in violations {
+            fields.violation(
+                &request_path(&violation.field, &origins),
+                violation.description,
+            );
+        }
+    }
+    definition
+}
+
+/// `steps[2].choices[1]` (a path in the definition) as the request names it:
+/// `steps[3].question.choices[1]` when an empty step 0 was left out.
+fn request_path(field: &str, origins: &[Origin]) -> String {
+    let Some(rest) = field.strip_prefix("steps[") else {
+        return field.to_owned();
+    };
+    let Some((index, rest)) = rest.split_once(']') else {
+        return field.to_owned();
+    };
+    let Some(origin) = index.parse::<usize>().ok().and_then(|i| origins.get(i)) else {
+        return field.to_owned();
+    };
+    if rest.is_empty() {
+        return format!("steps[{}]", origin.index);
+    }
+    // Message steps' fields sit under `content` in the definition.
+    let rest = rest.strip_prefix(".content").unwrap_or(rest);
+    let rest = match (origin.prefix, rest) {
+        ("message.appointment", ".duration_nanos") => ".duration",
+        (_, rest) => rest,
+    };
+    format!("steps[{}].{}{rest}", origin.index, origin.prefix)
+}
+
+fn convert_steps(
+    fields: &mut Fields,
+    name: &str,
+    steps: &[pb::FlowStep],
+) -> (FlowDefinition, Vec<Origin>) {
     use pb::{bot_message_step::Content, flow_step::Step as PbStep};
+    let mut origins = Vec::new();
     let steps = steps
         .iter()
         .enumerate()
@@ -49,14 +105,26 @@ fn definition(fields: &mut Fields, name: &str, steps: &[pb::FlowStep]) -> FlowDe
                 );
                 None
             }
-            Some(PbStep::Question(q)) => Some(Step::Question {
-                key: q.key.clone(),
-                text: q.text.clone(),
-                choices: q.choices.clone(),
-            }),
-            Some(PbStep::Handoff(h)) => Some(Step::Handoff {
-                text: (!h.text.is_empty()).then(|| h.text.clone()),
-            }),
+            Some(PbStep::Question(q)) => {
+                origins.push(Origin {
+                    index: i,
+                    prefix: "question",
+                });
+                Some(Step::Question {
+                    key: q.key.clone(),
+                    text: q.text.clone(),
+                    choices: q.choices.clone(),
+                })
+            }
+            Some(PbStep::Handoff(h)) => {
+                origins.push(Origin {
+                    index: i,
+                    prefix: "handoff",
+                });
+                Some(Step::Handoff {
+                    text: (!h.text.is_empty()).then(|| h.text.clone()),
+                })
+            }
             Some(PbStep::Message(m)) => {
                 let content = match &m.content {
                     None => {
@@ -88,14 +156,21 @@ fn definition(fields: &mut Fields, name: &str, steps: &[pb::FlowStep]) -> FlowDe
                         }
                     }
                 };
+                let prefix = match content {
+                    BotContent::Text { .. } => "message",
+                    BotContent::MeetingLink { .. } => "message.meeting_link",
+                    BotContent::Appointment { .. } => "message.appointment",
+                };
+                origins.push(Origin { index: i, prefix });
                 Some(Step::Message { content })
             }
         })
         .collect();
-    FlowDefinition {
+    let definition = FlowDefinition {
         name: name.to_owned(),
         steps,
-    }
+    };
+    (definition, origins)
 }
 
 fn to_pb_step(step: &Step) -> pb::FlowStep {
