@@ -220,3 +220,41 @@ pub async fn bootstrap(store: &Store) -> Result<Option<BootstrapKeys>, AdminErro
     store.commit(tx, None).await?;
     Ok(Some(BootstrapKeys { agent, visitor }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_flow_file_parses_and_validates() {
+        let file = FlowFile::parse(
+            "greeting.toml",
+            include_str!("../../examples/flows/greeting.toml"),
+        )
+        .expect("the example parses");
+        assert!(file.default);
+        assert_eq!(file.flow_id, None);
+        let definition = FlowDefinition {
+            name: file.name,
+            steps: file.steps,
+        };
+        assert!(definition.validate().is_ok());
+    }
+
+    #[test]
+    fn a_json_flow_file_is_read_as_json_and_unknown_fields_are_refused() {
+        let json = r#"{"flow_id": "flow_1", "name": "F",
+            "steps": [{"type": "question", "key": "name", "text": "Name?"}]}"#;
+        let file = FlowFile::parse("f.json", json).expect("json parses");
+        assert_eq!(file.flow_id.as_deref(), Some("flow_1"));
+        assert!(!file.default);
+        assert!(matches!(
+            FlowFile::parse("f.json", r#"{"name": "F", "steps": [], "colour": "red"}"#),
+            Err(AdminError::FlowFile(_))
+        ));
+        assert!(matches!(
+            FlowFile::parse("f.toml", "name = \"F\"\nstep = []\n"),
+            Err(AdminError::FlowFile(_))
+        ));
+    }
+}
