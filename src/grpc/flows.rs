@@ -29,11 +29,7 @@ impl FlowsApi {
     /// role is checked before the request, so a caller without the right
     /// learns that first.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or_default());
-        let caller = self.app.authenticate(authorization).await?;
+        let caller = self.app.authenticate(super::authorization(request)).await?;
         caller.require_admin()?;
         Ok(caller)
     }

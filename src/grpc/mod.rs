@@ -8,3 +8,12 @@ pub mod service;
 
 pub use flows::FlowsApi;
 pub use service::ConversationsApi;
+
+/// The value of a request's `authorization` metadata, if it has one. A value
+/// that is not visible ASCII reads as empty, which no key matches.
+fn authorization<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or_default())
+}

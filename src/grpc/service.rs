@@ -38,11 +38,7 @@ impl ConversationsApi {
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or_default());
-        Ok(self.app.authenticate(authorization).await?)
+        Ok(self.app.authenticate(super::authorization(request)).await?)
     }
 
     async fn run(
