@@ -104,6 +104,17 @@ pub enum FeedEnd {
     },
 }
 
+impl FeedEnd {
+    /// The same reason, naming `last_sequence` as the point to resume from.
+    pub fn resume_from(self, last_sequence: i64) -> Self {
+        match self {
+            Self::TooSlow { .. } => Self::TooSlow { last_sequence },
+            Self::ShuttingDown { .. } => Self::ShuttingDown { last_sequence },
+            Self::Failed { .. } => Self::Failed { last_sequence },
+        }
+    }
+}
+
 /// A page of the feed, for pollers.
 #[derive(Debug, Clone)]
 pub struct EventPage {
@@ -352,11 +363,25 @@ impl Producer {
                     }
                 }
                 () = tokio::time::sleep(self.config.heartbeat) => {
+                    // A commit nobody announced (another process writing the
+                    // same file) is found here at the latest.
+                    if self.database_head().await > self.sent {
+                        return Ok(());
+                    }
                     self.send(FeedItem::Checkpoint(self.sent)).await?;
                 }
                 _ = self.shutdown.changed() => return Err(self.ending(false)),
                 () = self.items.closed() => return Err(Stop::Gone),
             }
+        }
+    }
+
+    /// The newest committed sequence in the database; 0 if it cannot be read
+    /// (the next batch read reports the fault).
+    async fn database_head(&self) -> i64 {
+        match self.store.read().await {
+            Ok(mut conn) => events::head(&mut conn).await.unwrap_or(0),
+            Err(_) => 0,
         }
     }
 

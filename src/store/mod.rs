@@ -108,18 +108,29 @@ impl Store {
 
     /// Commits `tx`, then tells feed readers the new head. Publishing after the
     /// commit means a reader woken by it finds the rows there.
+    ///
+    /// Both happen in a task of their own: a caller dropped mid-commit (a
+    /// client that reset its call or hit its deadline) must not leave a
+    /// committed event unannounced, or open streams would not see it until
+    /// the next commit.
     pub async fn commit(&self, tx: WriteTx, new_head: Option<i64>) -> Result<(), StoreError> {
-        tx.commit().await?;
-        if let Some(sequence) = new_head {
-            self.head.send_if_modified(|head| {
-                let advanced = sequence > *head;
-                if advanced {
-                    *head = sequence;
-                }
-                advanced
-            });
-        }
-        Ok(())
+        let head = self.head.clone();
+        let committed = tokio::spawn(async move {
+            tx.commit().await?;
+            if let Some(sequence) = new_head {
+                head.send_if_modified(|head| {
+                    let advanced = sequence > *head;
+                    if advanced {
+                        *head = sequence;
+                    }
+                    advanced
+                });
+            }
+            Ok::<_, StoreError>(())
+        });
+        committed
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("commit task failed: {e}")))?
     }
 
     /// Watches the sequence of the newest committed event.

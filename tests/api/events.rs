@@ -1192,3 +1192,46 @@ async fn subscribers_that_drop_and_resume_at_random_under_many_writers_miss_noth
         assert_eq!(got, sequences(&listed), "{name}: against ListEvents");
     }
 }
+
+/// A mutation whose caller is dropped mid-commit (a client that reset its
+/// call or hit its deadline) still commits in SQLite; its head must still be
+/// announced, or open streams would not see it until the next commit.
+#[tokio::test]
+async fn a_mutation_cancelled_mid_commit_is_still_announced_to_streams() {
+    use conversations::{
+        app::App,
+        domain::{Command, values::VisitorId},
+        events::FeedConfig,
+    };
+    let app = TestApp::spawn().await;
+    let core = App::new(app.store().clone(), FeedConfig::default());
+    let caller = core
+        .authenticate(Some(&format!("Bearer {}", app.agent_key)))
+        .await
+        .expect("agent key");
+    let published = app.store().subscribe_head();
+    for i in 0..150u64 {
+        let command = Command::Start {
+            visitor_id: VisitorId::parse(&format!("v-{i}")).expect("visitor id"),
+            agent: None,
+            flow_id: None,
+        };
+        // Budgets from 20 µs to 2 ms cut the call at every stage, commit included.
+        let budget = Duration::from_micros(20 + (i % 40) * 50);
+        let _ = tokio::time::timeout(budget, core.execute(&caller, None, command)).await;
+        let in_database = app.max_event_sequence().await;
+        let mut announced = false;
+        for _ in 0..200 {
+            if *published.borrow() == in_database {
+                announced = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            announced,
+            "iteration {i}: event {in_database} committed but the feed head stayed at {}",
+            *published.borrow()
+        );
+    }
+}

@@ -210,6 +210,11 @@ impl TestApp {
             .expect("revoke");
     }
 
+    /// The server's store, for tests that drive the use cases directly.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Every event sequence in the database, in order (to check what a
     /// mutation appended).
     pub async fn max_event_sequence(&self) -> i64 {
