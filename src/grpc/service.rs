@@ -97,12 +97,19 @@ impl ConversationsApi {
     }
 }
 
-/// The WatchEvents response stream: the subscription's items, then, if the
-/// producer ended it for a reason, that reason as the final status.
+/// The WatchEvents response stream: the subscription's items, until the
+/// producer ends it for a reason; then that reason is the final status at
+/// once. Items still buffered are dropped rather than delivered first (a
+/// client too slow to read them would otherwise hold the stream open), and
+/// the status names the last sequence this stream actually yielded, so
+/// resuming from it loses nothing.
 pub struct WatchEventsStream {
     items: mpsc::Receiver<FeedItem>,
     end: Option<oneshot::Receiver<FeedEnd>>,
     role: Role,
+    /// The sequence of the last event or checkpoint yielded (at first the
+    /// request's cursor).
+    yielded: i64,
 }
 
 impl tokio_stream::Stream for WatchEventsStream {
@@ -110,28 +117,34 @@ impl tokio_stream::Stream for WatchEventsStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use pb::watch_events_response::Item;
+        // The producer's reason to end comes first, ahead of buffered items.
+        if let Some(end) = self.end.as_mut()
+            && let Poll::Ready(reason) = Pin::new(end).poll(cx)
+        {
+            self.end = None;
+            if let Ok(reason) = reason {
+                self.items.close();
+                return Poll::Ready(Some(Err(reason.resume_from(self.yielded).into())));
+            }
+        }
         match self.items.poll_recv(cx) {
             Poll::Ready(Some(item)) => {
                 let item = match item {
-                    FeedItem::Event(event) => Item::Event(to_event(&event, self.role)),
-                    FeedItem::Checkpoint(sequence) => Item::Checkpoint(pb::Checkpoint { sequence }),
+                    FeedItem::Event(event) => {
+                        self.yielded = event.sequence;
+                        Item::Event(to_event(&event, self.role))
+                    }
+                    FeedItem::Checkpoint(sequence) => {
+                        self.yielded = sequence;
+                        Item::Checkpoint(pb::Checkpoint { sequence })
+                    }
                 };
                 Poll::Ready(Some(Ok(pb::WatchEventsResponse { item: Some(item) })))
             }
-            Poll::Pending => Poll::Pending,
-            // Every item was delivered; now the reason, if there is one.
-            Poll::Ready(None) => {
-                let Some(end) = self.end.as_mut() else {
-                    return Poll::Ready(None);
-                };
-                match Pin::new(end).poll(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(reason) => {
-                        self.end = None;
-                        Poll::Ready(reason.ok().map(|reason| Err(reason.into())))
-                    }
-                }
-            }
+            // The producer left without a reason (the client is gone), or
+            // its reason is still on the way: `end` wakes us.
+            Poll::Ready(None) if self.end.is_none() => Poll::Ready(None),
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -161,6 +174,7 @@ impl ConversationService for ConversationsApi {
             items: subscription.items,
             end: Some(subscription.end),
             role: caller.role,
+            yielded: query.after_sequence,
         }))
     }
 
