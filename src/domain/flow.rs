@@ -51,6 +51,10 @@ pub const MAX_FLOW_NAME_CHARS: usize = 128;
 /// Longest answer quoted in the agents' handoff note, in characters; the
 /// full answers travel alongside in [`BotOutput::Handoff::answers`].
 pub const MAX_NOTE_ANSWER_CHARS: usize = 200;
+/// Longest answer kept in a run, in characters. The visitor's whole message
+/// stays in the thread; the run keeps a bounded copy, since it travels in
+/// every conversation snapshot (lists, events).
+pub const MAX_ANSWER_CHARS: usize = 1000;
 
 /// Earliest appointment start: 0001-01-01T00:00:00Z, in microseconds, the
 /// first instant a `google.protobuf.Timestamp` can carry.
@@ -226,11 +230,12 @@ impl ValidQuestion {
     /// What gets recorded for the visitor's `text`: the choice's own spelling
     /// when it matches one, else the text trimmed. Free text is accepted even
     /// when the question offers choices: quick replies are a shortcut, not a
-    /// form field, and a visitor who types "both, really" has answered.
+    /// form field, and a visitor who types "both, really" has answered. At
+    /// most [`MAX_ANSWER_CHARS`] characters are kept.
     pub fn recorded_answer(&self, text: &str) -> String {
         match self.matching_choice(text) {
             Some(choice) => choice.as_str().to_owned(),
-            None => text.trim().to_owned(),
+            None => text.trim().chars().take(MAX_ANSWER_CHARS).collect(),
         }
     }
 }
@@ -1383,5 +1388,20 @@ mod tests {
             assert_eq!(RunStatus::from_stored(status.as_str()), Some(status));
         }
         assert_eq!(RunStatus::from_stored("running"), None);
+    }
+
+    #[test]
+    fn a_long_answer_is_kept_to_the_answer_limit() {
+        let question = ValidQuestion {
+            key: QuestionKey::parse("about").unwrap(),
+            text: MessageText::parse("Tell us about you").unwrap(),
+            choices: Vec::new(),
+        };
+        let long = "é".repeat(MAX_ANSWER_CHARS + 50);
+        assert_eq!(
+            question.recorded_answer(&long).chars().count(),
+            MAX_ANSWER_CHARS
+        );
+        assert_eq!(question.recorded_answer("  short  "), "short");
     }
 }

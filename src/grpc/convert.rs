@@ -148,7 +148,7 @@ pub(super) fn duration(fields: &mut Fields, field: &str, value: Option<&Duration
     };
     let same_sign =
         value.seconds == 0 || value.nanos == 0 || (value.seconds > 0) == (value.nanos > 0);
-    if value.nanos.abs() > 999_999_999 || !same_sign {
+    if value.nanos.unsigned_abs() > 999_999_999 || !same_sign {
         fields.violation(
             field,
             "is not a valid duration (nanos out of range or of another sign than seconds)",
@@ -483,6 +483,8 @@ mod tests {
         assert_eq!(check(1, -5), None);
         assert_eq!(check(0, 0), None);
         assert_eq!(check(i64::MAX, 0), None);
+        assert_eq!(check(0, i32::MIN), None);
+        assert_eq!(check(i64::MIN, -999_999_999), None);
     }
 
     #[test]
