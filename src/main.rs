@@ -45,7 +45,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("agent key: {}", keys.agent.token);
                 println!("visitor key: {}", keys.visitor.token);
                 println!(
-                    "Make more with: conversations key create --workspace {} --role agent|visitor",
+                    "Make more with: conversations key create --workspace {} --role agent|visitor|admin",
                     admin::DEFAULT_WORKSPACE
                 );
             }
