@@ -102,6 +102,18 @@ fn filter_hash(filter: &ListFilter) -> String {
     hex::encode(&digest[..8])
 }
 
+/// Pages are read with one row more than `limit`: when that row came back,
+/// there is a next page. Cuts the page to `limit` and makes the token of the
+/// page after it from its last row.
+fn next_page<T>(page: &mut Vec<T>, limit: u32, token: impl FnOnce(&T) -> String) -> Option<String> {
+    let limit = limit as usize;
+    if page.len() <= limit {
+        return None;
+    }
+    page.truncate(limit);
+    page.last().map(token)
+}
+
 fn page_limit(page_size: u32) -> u32 {
     match page_size {
         0 => DEFAULT_PAGE_SIZE,
@@ -189,18 +201,13 @@ impl App {
         .await?;
         let status_counts = conversations::count_by_status(&mut tx, caller.workspace_id).await?;
         tx.commit().await?;
-        let next_page_token = if page.len() > limit as usize {
-            page.truncate(limit as usize);
-            page.last().map(|last| {
-                encode(&ConversationToken {
-                    u: last.update_time.0,
-                    i: last.id.as_str().to_owned(),
-                    f: hash,
-                })
+        let next_page_token = next_page(&mut page, limit, |last| {
+            encode(&ConversationToken {
+                u: last.update_time.0,
+                i: last.id.as_str().to_owned(),
+                f: hash,
             })
-        } else {
-            None
-        };
+        });
         Ok(ConversationPage {
             conversations: page,
             next_page_token,
@@ -246,17 +253,12 @@ impl App {
         )
         .await?;
         tx.commit().await?;
-        let next_page_token = if page.len() > limit as usize {
-            page.truncate(limit as usize);
-            page.last().map(|last| {
-                encode(&MessageToken {
-                    p: last.position,
-                    c: id.as_str().to_owned(),
-                })
+        let next_page_token = next_page(&mut page, limit, |last| {
+            encode(&MessageToken {
+                p: last.position,
+                c: id.as_str().to_owned(),
             })
-        } else {
-            None
-        };
+        });
         Ok(MessagePage {
             messages: page,
             next_page_token,

@@ -135,13 +135,13 @@ pub struct Subscription {
 }
 
 impl App {
-    /// Checks the query against the caller's role and the data, and returns
-    /// the scope to read plus the current head.
+    /// Checks the query against the caller's role, the data and the current
+    /// head, and returns the scope to read.
     async fn event_scope(
         &self,
         caller: &Caller,
         query: &EventQuery,
-    ) -> Result<(EventScope, i64), AppError> {
+    ) -> Result<EventScope, AppError> {
         caller.require_conversation_access()?;
         if query.after_sequence < 0 {
             return Err(AppError::InvalidArgument(vec![FieldViolation {
@@ -195,7 +195,7 @@ impl App {
             everyone_only: caller.role == Role::Visitor,
             kinds: query.kinds.clone(),
         };
-        Ok((scope, head))
+        Ok(scope)
     }
 
     /// A page of the feed after `query.after_sequence`.
@@ -205,7 +205,7 @@ impl App {
         query: &EventQuery,
         page_size: u32,
     ) -> Result<EventPage, AppError> {
-        let (scope, _) = self.event_scope(caller, query).await?;
+        let scope = self.event_scope(caller, query).await?;
         let limit = match page_size {
             0 => DEFAULT_EVENT_PAGE,
             n => n.min(MAX_EVENT_PAGE),
@@ -229,7 +229,7 @@ impl App {
         caller: &Caller,
         query: &EventQuery,
     ) -> Result<Subscription, AppError> {
-        let (scope, _) = self.event_scope(caller, query).await?;
+        let scope = self.event_scope(caller, query).await?;
         let config = self.feed_config();
         let (items, items_rx) = mpsc::channel(config.batch.max(1));
         let (end, end_rx) = oneshot::channel();

@@ -330,6 +330,15 @@ pub fn to_timestamp(micros: Micros) -> Timestamp {
     }
 }
 
+/// A duration from nanoseconds. Appointment durations are validated
+/// positive, so seconds and nanos share a sign as the type requires.
+pub fn to_duration(nanos: i64) -> Duration {
+    Duration {
+        seconds: nanos / 1_000_000_000,
+        nanos: i32::try_from(nanos % 1_000_000_000).unwrap_or(0),
+    }
+}
+
 /// The protobuf status.
 pub fn to_status(status: Status) -> pb::ConversationStatus {
     match status {
@@ -417,11 +426,7 @@ pub fn to_message(m: &Message) -> pb::Message {
         }),
         MessageContent::Appointment(a) => Content::Appointment(pb::Appointment {
             start_time: Some(to_timestamp(a.start_time)),
-            // Validated positive, so seconds and nanos share a sign.
-            duration: Some(Duration {
-                seconds: a.duration_nanos / 1_000_000_000,
-                nanos: i32::try_from(a.duration_nanos % 1_000_000_000).unwrap_or(0),
-            }),
+            duration: Some(to_duration(a.duration_nanos)),
             title: a.title.as_str().to_owned(),
             url: a
                 .url

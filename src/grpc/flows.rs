@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{Fields, duration, timestamp, to_timestamp};
+use super::convert::{Fields, duration, timestamp, to_duration, to_timestamp};
 use crate::{
     app::{App, Caller, flows::FlowView},
     domain::{
@@ -196,10 +196,7 @@ fn to_pb_step(step: &Step) -> pb::FlowStep {
                     url,
                 } => Content::Appointment(pb::Appointment {
                     start_time: Some(to_timestamp(*start_time)),
-                    duration: Some(prost_types::Duration {
-                        seconds: duration_nanos / 1_000_000_000,
-                        nanos: i32::try_from(duration_nanos % 1_000_000_000).unwrap_or(0),
-                    }),
+                    duration: Some(to_duration(*duration_nanos)),
                     title: title.clone(),
                     url: url.clone().unwrap_or_default(),
                 }),
