@@ -389,13 +389,37 @@ fi
 grep -q 'already exists' "$WORK/ws-again.txt" || { cat "$WORK/ws-again.txt" >&2; fail "duplicate workspace error does not say so"; }
 pass "CLI: a duplicate workspace is refused with a clear error"
 
+# A stream of the key, open while it is revoked, must end too.
+ACME_WATCH="$WORK/acme-watch.txt"
+grpcurl -plaintext -max-time 30 -H "authorization: Bearer $ACME_KEY" -d '{"afterSequence":0}' \
+    "$ADDR" "$SERVICE/WatchEvents" >"$ACME_WATCH" 2>&1 </dev/null &
+ACME_WATCH_PID=$!
+for _ in $(seq 1 50); do grep -q 'checkpoint' "$ACME_WATCH" && break; sleep 0.1; done
+grep -q 'checkpoint' "$ACME_WATCH" || { cat "$ACME_WATCH" >&2; fail "the acme stream did not open"; }
 admin "$WORK/key-revoke.txt" key revoke "$ACME_KEY_ID"
+# The server promises to notice a revocation by another process within 1 s.
+sleep 1
 call_err StartConversation "$ACME_KEY" '{"visitorId":"v-acme"}' "$WORK/acme-revoked.txt"
 if ! grep -q 'Unauthenticated' "$WORK/acme-revoked.txt" || ! grep -q 'API_KEY_INVALID' "$WORK/acme-revoked.txt"; then
     cat "$WORK/acme-revoked.txt" >&2
     fail "a revoked key is not refused with API_KEY_INVALID"
 fi
-pass "CLI: key revoke takes effect at once (Unauthenticated, API_KEY_INVALID)"
+wait "$ACME_WATCH_PID" 2>/dev/null || true
+if ! grep -q 'Unauthenticated' "$ACME_WATCH" || ! grep -q 'API_KEY_INVALID' "$ACME_WATCH"; then
+    cat "$ACME_WATCH" >&2
+    fail "the revoked key's open stream did not end with Unauthenticated (API_KEY_INVALID)"
+fi
+pass "CLI: key revoke beside the server takes effect within 1 s: calls and the key's open stream end Unauthenticated"
+
+# One server per database file: a second serve refuses, naming the file and the process.
+if "$BIN" --database "$DB" serve --listen 127.0.0.1:0 >"$WORK/second.txt" 2>&1 </dev/null; then
+    fail "a second server started on the same database file"
+fi
+if ! grep -q "already served" "$WORK/second.txt" || ! grep -q "process $SERVER_PID" "$WORK/second.txt"; then
+    cat "$WORK/second.txt" >&2
+    fail "the second server's error does not name the file and the running process"
+fi
+pass "a second serve on the same file refuses to start, naming the file and process $SERVER_PID"
 
 # --- flows: an admin key, flow apply from the example file, the bot greets ----------
 admin "$WORK/admin-key.txt" key create --workspace default --role admin

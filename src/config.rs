@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{domain::credentials::Role, events::FeedConfig};
+use crate::{domain::credentials::Role, feed::FeedConfig};
 
 /// Live-chat conversation status lifecycle over gRPC.
 #[derive(Debug, Parser)]

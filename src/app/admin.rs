@@ -1,13 +1,12 @@
 //! Administration for the command line: workspaces and keys.
 
-use super::{App, AppError, Caller, now};
+use super::{AppError, Caller, now};
 use crate::{
     domain::{
         WorkspaceId,
         credentials::{IssuedKey, Role, check_workspace_name},
         flow::{FlowDefinition, Step},
     },
-    events::FeedConfig,
     store::{Store, StoreError, keys},
 };
 
@@ -109,7 +108,7 @@ pub async fn apply_flow(
         role: Role::Admin,
         key_id: "command-line".into(),
     };
-    let app = App::new(store.clone(), FeedConfig::default());
+    let app = super::flows::Flows::new(store.clone());
     let definition = FlowDefinition {
         name: file.name,
         steps: file.steps,
@@ -153,7 +152,7 @@ pub async fn create_workspace(store: &Store, name: &str) -> Result<WorkspaceId, 
     let id = keys::create_workspace(&mut tx, name, now())
         .await?
         .ok_or_else(|| AdminError::WorkspaceExists(name.to_owned()))?;
-    store.commit(tx, None).await?;
+    store.commit(tx).await?;
     Ok(id)
 }
 
@@ -177,7 +176,7 @@ pub async fn create_key(
         now(),
     )
     .await?;
-    store.commit(tx, None).await?;
+    store.commit(tx).await?;
     Ok(key)
 }
 
@@ -189,7 +188,7 @@ pub async fn revoke_key(store: &Store, key: &str) -> Result<(), AdminError> {
     if !keys::revoke_key(&mut tx, &key_id, now()).await? {
         return Err(AdminError::NoSuchKey(key_id));
     }
-    store.commit(tx, None).await?;
+    store.commit(tx).await?;
     Ok(())
 }
 
@@ -217,7 +216,7 @@ pub async fn bootstrap(store: &Store) -> Result<Option<BootstrapKeys>, AdminErro
         )
         .await?;
     }
-    store.commit(tx, None).await?;
+    store.commit(tx).await?;
     Ok(Some(BootstrapKeys { agent, visitor }))
 }
 

@@ -4,8 +4,25 @@
 use super::{App, AppError, Caller, FieldViolation, now};
 use crate::{
     domain::flow::{FlowDefinition, FlowViolation},
-    store::flows::{self, StoredFlow},
+    store::{
+        Store,
+        flows::{self, StoredFlow},
+    },
 };
+
+/// The flow use cases, over the store alone (no writer, no feed): the
+/// command line runs them beside a serving server.
+#[derive(Debug, Clone)]
+pub struct Flows {
+    store: Store,
+}
+
+impl App {
+    /// The flow use cases.
+    pub fn flows(&self) -> Flows {
+        Flows::new(self.store.clone())
+    }
+}
 
 /// A flow version and whether it is the workspace default.
 #[derive(Debug, Clone)]
@@ -28,7 +45,16 @@ fn invalid(violations: Vec<FlowViolation>) -> AppError {
     )
 }
 
-impl App {
+impl Flows {
+    /// The flow use cases over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Creates a flow at version 1.
     pub async fn create_flow(
         &self,
@@ -45,7 +71,7 @@ impl App {
         };
         let mut tx = self.store().begin_write().await?;
         flows::insert(&mut tx, caller.workspace_id, &flow).await?;
-        self.store().commit(tx, None).await?;
+        self.store().commit(tx).await?;
         Ok(FlowView {
             flow,
             is_default: false,
@@ -110,7 +136,7 @@ impl App {
         };
         flows::insert(&mut tx, caller.workspace_id, &flow).await?;
         let default = flows::default_flow_id(&mut tx, caller.workspace_id).await?;
-        self.store().commit(tx, None).await?;
+        self.store().commit(tx).await?;
         Ok(FlowView {
             is_default: default.as_deref() == Some(flow_id),
             flow,
@@ -134,7 +160,7 @@ impl App {
             None => None,
         };
         flows::set_default(&mut tx, caller.workspace_id, flow_id).await?;
-        self.store().commit(tx, None).await?;
+        self.store().commit(tx).await?;
         Ok(flow.map(|flow| FlowView {
             flow,
             is_default: true,

@@ -1,30 +1,23 @@
-//! The use cases, between the gRPC handlers and the store: who may do what,
-//! one transaction per mutation with its idempotency record, page tokens, and
-//! the administration the CLI does. Free of proto types.
+//! The use cases, between the gRPC handlers and the layers below: who may do
+//! what, the commands they hand to the writer, reads through the store and
+//! the feed, page tokens, and the administration the CLI does. Free of proto
+//! types.
 
 pub mod admin;
 pub mod auth;
+pub mod feed;
 pub mod flows;
 pub mod mutations;
 pub mod queries;
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
-
-use tokio::sync::watch;
-
 use crate::{
-    domain::{
-        DecideError, Micros,
-        lifecycle::IdSource,
-        values::{ConversationId, MessageId},
-    },
-    events::FeedConfig,
-    store::{Store, StoreError, changes::ApplyError},
+    domain::DecideError,
+    feed::{Feed, FeedConfig},
+    store::{Store, StoreError},
+    writer::{WriteError, Writer},
 };
 
+pub use crate::ids::{UlidIds, now};
 pub use auth::{AuthError, Caller};
 
 /// A request field that is not acceptable, and why.
@@ -77,16 +70,23 @@ pub enum AppError {
         "page_token is not valid for this request; start again without one, or repeat the filters it was issued for"
     )]
     InvalidPageToken,
+    /// The server is shutting down and takes no more writes.
+    #[error("the server is shutting down; retry on another server or after it restarts")]
+    ShuttingDown,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl From<ApplyError> for AppError {
-    fn from(e: ApplyError) -> Self {
+impl From<WriteError> for AppError {
+    fn from(e: WriteError) -> Self {
         match e {
-            ApplyError::Store(e) => Self::Store(e),
-            ApplyError::Conflict => Self::Store(StoreError::Corrupt(e.to_string())),
+            WriteError::NotFound(id) => Self::NotFound(id.as_str().to_owned()),
+            WriteError::RequestIdReused(id) => Self::RequestIdReused(id.as_str().to_owned()),
+            WriteError::FlowNotFound(id) => Self::FlowNotFound(id),
+            WriteError::Decide(e) => Self::Decide(e),
+            WriteError::Store(e) => Self::Store(e),
+            WriteError::Stopped => Self::ShuttingDown,
         }
     }
 }
@@ -97,22 +97,30 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
-/// The use cases, over one store.
+/// The use cases, over one store, its writer and its feed.
 #[derive(Debug, Clone)]
 pub struct App {
     store: Store,
-    feed: FeedConfig,
-    shutdown: Arc<watch::Sender<bool>>,
+    writer: Writer,
+    feed: Feed,
+    keys: auth::KeyCache,
 }
 
 impl App {
-    /// Serves the use cases from `store`, with streams tuned by `feed`.
-    pub fn new(store: Store, feed: FeedConfig) -> Self {
-        Self {
+    /// Serves the use cases from `store`: starts the writer task, opens the
+    /// feed at the stored heads, and starts the key cache's watch for
+    /// revocations. One `App` per database file: the writer assumes it is
+    /// the only one writing conversations.
+    pub async fn start(store: Store, feed: FeedConfig) -> Result<Self, StoreError> {
+        let feed = Feed::open(store.clone(), feed).await?;
+        let writer = Writer::start(store.clone(), feed.clone());
+        let keys = auth::KeyCache::start(store.clone());
+        Ok(Self {
             store,
+            writer,
             feed,
-            shutdown: Arc::new(watch::channel(false).0),
-        }
+            keys,
+        })
     }
 
     /// The store behind the use cases.
@@ -120,45 +128,21 @@ impl App {
         &self.store
     }
 
-    /// How event streams are tuned.
-    pub fn feed_config(&self) -> FeedConfig {
-        self.feed
-    }
-
-    /// Turns true when the server begins to shut down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+    /// The event feed.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// Tells long-lived calls (event streams) to end, so that a graceful
     /// shutdown does not wait on them forever.
     pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-}
-
-/// The wall clock, in microseconds.
-pub fn now() -> Micros {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    Micros(micros)
-}
-
-/// ULID-based ids: sortable by creation time, unguessable enough to be
-/// opaque, and prefixed so a stray id says what it names.
-pub struct UlidIds;
-
-impl IdSource for UlidIds {
-    fn conversation_id(&mut self) -> ConversationId {
-        ConversationId::from_trusted(format!("conv_{}", ulid::Ulid::new()))
+        self.feed.begin_shutdown();
     }
 
-    fn message_id(&mut self) -> MessageId {
-        MessageId::from_trusted(format!("msg_{}", ulid::Ulid::new()))
-    }
-
-    fn event_id(&mut self) -> String {
-        format!("evt_{}", ulid::Ulid::new())
+    /// Finishes the writes queued, then stops the writer and the key watch.
+    /// Call it once no more calls come in.
+    pub async fn stop(&self) {
+        self.writer.stop().await;
+        self.keys.stop();
     }
 }

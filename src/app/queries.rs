@@ -15,7 +15,7 @@ use crate::{
     },
     store::{
         conversations::{self, ListCursor, ListFilter},
-        events, messages,
+        counters, messages,
     },
 };
 
@@ -190,7 +190,7 @@ impl App {
         let limit = page_limit(page_size);
         // One read transaction: the page, the counts and the head agree.
         let mut tx = self.store.begin_read().await?;
-        let as_of_sequence = events::head(&mut tx).await?;
+        let tally = counters::get(&mut tx, caller.workspace_id).await?;
         let mut page = conversations::list(
             &mut tx,
             caller.workspace_id,
@@ -199,7 +199,6 @@ impl App {
             i64::from(limit) + 1,
         )
         .await?;
-        let status_counts = conversations::count_by_status(&mut tx, caller.workspace_id).await?;
         tx.commit().await?;
         let next_page_token = next_page(&mut page, limit, |last| {
             encode(&ConversationToken {
@@ -211,8 +210,8 @@ impl App {
         Ok(ConversationPage {
             conversations: page,
             next_page_token,
-            status_counts,
-            as_of_sequence,
+            status_counts: tally.counts,
+            as_of_sequence: tally.event_head,
         })
     }
 
@@ -266,10 +265,7 @@ impl App {
     }
 }
 
-/// Statuses in the order the counts are given.
+/// The count of `status` among counts in [`Status::ALL`] order.
 pub fn count_of(counts: &[i64; 3], status: Status) -> i64 {
-    Status::ALL
-        .iter()
-        .position(|s| *s == status)
-        .map_or(0, |i| counts[i])
+    counts[status.index()]
 }

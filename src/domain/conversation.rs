@@ -27,6 +27,15 @@ impl Status {
     /// Every status, in Inbox tab order.
     pub const ALL: [Status; 3] = [Status::Open, Status::Pending, Status::Closed];
 
+    /// Its place in [`Status::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Open => 0,
+            Self::Pending => 1,
+            Self::Closed => 2,
+        }
+    }
+
     /// The name used in storage.
     pub fn as_str(self) -> &'static str {
         match self {

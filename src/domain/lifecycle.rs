@@ -314,8 +314,10 @@ impl EventKind {
 /// A committed event, as the feed delivers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Its place in the feed: global, strictly increasing, gap-free in
-    /// commit order.
+    /// The workspace whose feed it is on.
+    pub workspace_id: WorkspaceId,
+    /// Its place in its workspace's feed: 1, 2, 3... strictly increasing,
+    /// gap-free in commit order.
     pub sequence: i64,
     /// Its id.
     pub event_id: String,
@@ -360,6 +362,25 @@ pub struct NewEvent {
     pub create_time: Micros,
     /// What.
     pub payload: EventPayload,
+}
+
+impl NewEvent {
+    /// The event as committed at `sequence` of its workspace's feed.
+    pub fn committed(
+        self,
+        workspace_id: WorkspaceId,
+        conversation_id: ConversationId,
+        sequence: i64,
+    ) -> Event {
+        Event {
+            workspace_id,
+            sequence,
+            event_id: self.event_id,
+            conversation_id,
+            create_time: self.create_time,
+            payload: self.payload,
+        }
+    }
 }
 
 /// Everything one mutation writes, in one transaction.

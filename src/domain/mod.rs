@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod flow;
 pub mod lifecycle;
 pub mod message;
+pub mod scope;
 pub mod values;
 
 pub use conversation::{Conversation, Status, WorkspaceId};

@@ -9,7 +9,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     app::{AppError, AuthError},
     domain::DecideError,
-    events::FeedEnd,
+    feed::FeedEnd,
 };
 
 /// `ErrorInfo.domain` of every error this service returns.
@@ -123,6 +123,12 @@ impl From<AppError> for Status {
                 details.add_bad_request_violation("page_token", "was not issued for this request");
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
+            AppError::ShuttingDown => status(
+                Code::Unavailable,
+                "SERVER_SHUTTING_DOWN",
+                message,
+                HashMap::new(),
+            ),
             AppError::Decide(DecideError::Misuse) | AppError::Store(_) => {
                 // The detail is for operators, never for clients.
                 tracing::error!(error = %message, "internal error");
@@ -157,6 +163,12 @@ impl From<FeedEnd> for Status {
                 "FEED_INTERRUPTED",
                 last_sequence,
                 "the stream was interrupted",
+            ),
+            FeedEnd::Revoked { last_sequence } => (
+                Code::Unauthenticated,
+                "API_KEY_INVALID",
+                last_sequence,
+                "the API key of this stream was revoked; with a valid key",
             ),
         };
         status(

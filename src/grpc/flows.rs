@@ -229,7 +229,7 @@ impl FlowService for FlowsApi {
         let mut f = Fields::default();
         let definition = definition(&mut f, &req.name, &req.steps);
         let definition = f.done(Some(definition))?;
-        let view = self.app.create_flow(&caller, definition).await?;
+        let view = self.app.flows().create_flow(&caller, definition).await?;
         Ok(Response::new(pb::CreateFlowResponse {
             flow: Some(to_pb_flow(&view)),
         }))
@@ -251,6 +251,7 @@ impl FlowService for FlowsApi {
         let version = (req.version > 0).then_some(req.version);
         let view = self
             .app
+            .flows()
             .get_flow(&caller, flow_id.as_str(), version)
             .await?;
         Ok(Response::new(pb::GetFlowResponse {
@@ -264,7 +265,7 @@ impl FlowService for FlowsApi {
         request: Request<pb::ListFlowsRequest>,
     ) -> Result<Response<pb::ListFlowsResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let views = self.app.list_flows(&caller).await?;
+        let views = self.app.flows().list_flows(&caller).await?;
         Ok(Response::new(pb::ListFlowsResponse {
             flows: views.iter().map(to_pb_flow).collect(),
         }))
@@ -283,6 +284,7 @@ impl FlowService for FlowsApi {
         let (flow_id, definition) = f.done((|| Some((flow_id?, definition)))())?;
         let view = self
             .app
+            .flows()
             .update_flow(&caller, flow_id.as_str(), definition)
             .await?;
         Ok(Response::new(pb::UpdateFlowResponse {
@@ -302,6 +304,7 @@ impl FlowService for FlowsApi {
         let flow_id = f.done(Some(flow_id))?;
         let view = self
             .app
+            .flows()
             .set_default_flow(&caller, flow_id.as_ref().map(FlowId::as_str))
             .await?;
         Ok(Response::new(pb::SetDefaultFlowResponse {

@@ -13,14 +13,14 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, Fields, page_size, page_token, to_conversation, to_event, to_message};
 use crate::{
-    app::{App, Caller, mutations::Outcome, queries::count_of},
+    app::{App, Caller, feed::EventQuery, mutations::Outcome, queries::count_of},
     domain::{
         Command, Status as ConversationStatus,
         credentials::Role,
         lifecycle::{AgentAction, Sender},
         values::{AgentId, ConversationId, FlowId, RequestId, VisitorId},
     },
-    events::{EventQuery, FeedEnd, FeedItem},
+    feed::{FeedEnd, FeedItem},
     pb::{self, conversation_service_server::ConversationService},
     store::conversations::ListFilter,
 };

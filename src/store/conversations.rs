@@ -130,93 +130,74 @@ pub async fn list(
     rows.iter().map(from_row).collect()
 }
 
-/// How many conversations of the workspace are in each status, in
-/// [`Status::ALL`] order.
-pub async fn count_by_status(
+/// Writes `conversations` (new or changed) with one statement per chunk:
+/// an insert of each row that replaces the stored row of a conversation that
+/// exists. Only the batch writer calls it, inside its transaction, after
+/// reading those rows in the same transaction.
+pub(super) async fn upsert(
     conn: &mut SqliteConnection,
-    workspace_id: WorkspaceId,
-) -> Result<[i64; 3], StoreError> {
-    let rows = sqlx::query(
-        "SELECT status, COUNT(*) AS n FROM conversations WHERE workspace_id = ? GROUP BY status",
-    )
-    .bind(workspace_id.0)
-    .fetch_all(conn)
-    .await?;
-    let mut counts = [0; 3];
-    for row in rows {
-        let status: String = row.try_get("status")?;
-        if let Some(i) = Status::ALL.iter().position(|s| s.as_str() == status) {
-            counts[i] = row.try_get("n")?;
-        }
-    }
-    Ok(counts)
-}
-
-/// Inserts a new conversation.
-pub(super) async fn insert(
-    conn: &mut SqliteConnection,
-    c: &Conversation,
+    conversations: &[&Conversation],
 ) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO conversations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    );
-    bind_all(sqlx::query(&sql), c)
-        .bind(flow_json(c)?)
-        .execute(conn)
-        .await?;
+    let flows = conversations
+        .iter()
+        .map(|c| flow_json(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows: Vec<_> = conversations.iter().zip(&flows).collect();
+    for chunk in rows.chunks(super::rows_per_statement(15)) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO conversations ({COLUMNS}) "));
+        query.push_values(chunk, |mut row, (c, flow)| {
+            row.push_bind(c.id.as_str())
+                .push_bind(c.workspace_id.0)
+                .push_bind(c.visitor_id.as_str())
+                .push_bind(c.status.as_str())
+                .push_bind(c.assignee.as_ref().map(|a| a.agent_id.as_str()))
+                .push_bind(c.assignee.as_ref().map(|a| a.display_name.as_str()))
+                .push_bind(c.assignee.as_ref().map(|a| a.channel.as_str()))
+                .push_bind(c.create_time.0)
+                .push_bind(c.update_time.0)
+                .push_bind(c.status_change_time.0)
+                .push_bind(c.close_time.map(|t| t.0))
+                .push_bind(c.version)
+                .push_bind(c.message_count)
+                .push_bind(c.everyone_message_count)
+                .push_bind(flow.as_deref());
+        });
+        query.push(
+            " ON CONFLICT (conversation_id) DO UPDATE SET status = excluded.status, \
+             assignee_agent_id = excluded.assignee_agent_id, \
+             assignee_display_name = excluded.assignee_display_name, \
+             assignee_channel = excluded.assignee_channel, update_time = excluded.update_time, \
+             status_change_time = excluded.status_change_time, close_time = excluded.close_time, \
+             version = excluded.version, message_count = excluded.message_count, \
+             everyone_message_count = excluded.everyone_message_count, flow_run = excluded.flow_run",
+        );
+        query.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
-/// Writes `c` over the stored row, only if the stored version is the one
-/// before it. Returns false when another write got there first.
-pub(super) async fn update(
+/// The conversations with these ids, in any workspace (the caller checks
+/// the workspace): one statement per chunk.
+pub(super) async fn get_many(
     conn: &mut SqliteConnection,
-    c: &Conversation,
-) -> Result<bool, StoreError> {
-    let result = sqlx::query(
-        "UPDATE conversations SET status = ?, assignee_agent_id = ?, assignee_display_name = ?, \
-         assignee_channel = ?, update_time = ?, status_change_time = ?, close_time = ?, version = ?, \
-         message_count = ?, everyone_message_count = ?, flow_run = ? \
-         WHERE workspace_id = ? AND conversation_id = ? AND version = ?",
-    )
-    .bind(c.status.as_str())
-    .bind(c.assignee.as_ref().map(|a| a.agent_id.as_str().to_owned()))
-    .bind(c.assignee.as_ref().map(|a| a.display_name.as_str().to_owned()))
-    .bind(c.assignee.as_ref().map(|a| a.channel.as_str()))
-    .bind(c.update_time.0)
-    .bind(c.status_change_time.0)
-    .bind(c.close_time.map(|t| t.0))
-    .bind(c.version)
-    .bind(c.message_count)
-    .bind(c.everyone_message_count)
-    .bind(flow_json(c)?)
-    .bind(c.workspace_id.0)
-    .bind(c.id.as_str())
-    .bind(c.version - 1)
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
-}
-
-fn bind_all<'q>(
-    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    c: &'q Conversation,
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    query
-        .bind(c.id.as_str())
-        .bind(c.workspace_id.0)
-        .bind(c.visitor_id.as_str())
-        .bind(c.status.as_str())
-        .bind(c.assignee.as_ref().map(|a| a.agent_id.as_str()))
-        .bind(c.assignee.as_ref().map(|a| a.display_name.as_str()))
-        .bind(c.assignee.as_ref().map(|a| a.channel.as_str()))
-        .bind(c.create_time.0)
-        .bind(c.update_time.0)
-        .bind(c.status_change_time.0)
-        .bind(c.close_time.map(|t| t.0))
-        .bind(c.version)
-        .bind(c.message_count)
-        .bind(c.everyone_message_count)
+    ids: &[&ConversationId],
+) -> Result<Vec<Conversation>, StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(super::rows_per_statement(1)) {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM conversations WHERE conversation_id IN ("
+        ));
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(id.as_str());
+        }
+        query.push(")");
+        for row in query.build().fetch_all(&mut *conn).await? {
+            found.push(from_row(&row)?);
+        }
+    }
+    Ok(found)
 }
 
 /// The flow run as stored: JSON of the domain's FlowRun, or NULL.

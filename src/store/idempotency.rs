@@ -1,7 +1,7 @@
 //! Idempotency records: the first response of a mutation that carried a
 //! `request_id`, replayed for retries.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::StoreError;
 use crate::domain::{Micros, WorkspaceId, values::RequestId};
@@ -17,49 +17,75 @@ pub struct Record {
     pub response: String,
 }
 
-/// The record for `request_id` in this workspace, if any.
-pub async fn find(
+/// The records of these (workspace, request id) pairs that exist.
+pub(super) async fn find_many(
     conn: &mut SqliteConnection,
-    workspace_id: WorkspaceId,
-    request_id: &RequestId,
-) -> Result<Option<Record>, StoreError> {
-    let row = sqlx::query(
-        "SELECT method, fingerprint, response FROM idempotency_records WHERE workspace_id = ? AND request_id = ?",
-    )
-    .bind(workspace_id.0)
-    .bind(request_id.as_str())
-    .fetch_optional(conn)
-    .await?;
-    row.map(|row| {
-        Ok(Record {
-            method: row.try_get("method")?,
-            fingerprint: row.try_get("fingerprint")?,
-            response: row.try_get("response")?,
-        })
-    })
-    .transpose()
+    keys: &[(WorkspaceId, &RequestId)],
+) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(super::rows_per_statement(2).min(200)) {
+        // One indexed lookup per term of the OR: the primary key serves each.
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT workspace_id, request_id, method, fingerprint, response FROM idempotency_records WHERE ",
+        );
+        for (i, (workspace, request_id)) in chunk.iter().enumerate() {
+            if i > 0 {
+                query.push(" OR ");
+            }
+            query
+                .push("(workspace_id = ")
+                .push_bind(workspace.0)
+                .push(" AND request_id = ")
+                .push_bind(request_id.as_str())
+                .push(")");
+        }
+        for row in query.build().fetch_all(&mut *conn).await? {
+            found.push((
+                WorkspaceId(row.try_get("workspace_id")?),
+                row.try_get("request_id")?,
+                Record {
+                    method: row.try_get("method")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    response: row.try_get("response")?,
+                },
+            ));
+        }
+    }
+    Ok(found)
 }
 
-/// Stores the first response for `request_id`.
-pub async fn insert(
+/// A first response to remember.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// The request's workspace.
+    pub workspace_id: WorkspaceId,
+    /// The request id.
+    pub request_id: RequestId,
+    /// What to replay.
+    pub record: Record,
+    /// When it was answered.
+    pub create_time: Micros,
+}
+
+/// Stores first responses, one statement per chunk of them.
+pub(super) async fn insert_many(
     conn: &mut SqliteConnection,
-    workspace_id: WorkspaceId,
-    request_id: &RequestId,
-    record: &Record,
-    now: Micros,
+    records: &[NewRecord],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO idempotency_records (workspace_id, request_id, method, fingerprint, response, create_time) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(workspace_id.0)
-    .bind(request_id.as_str())
-    .bind(&record.method)
-    .bind(&record.fingerprint)
-    .bind(&record.response)
-    .bind(now.0)
-    .execute(conn)
-    .await?;
+    for chunk in records.chunks(super::rows_per_statement(6)) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO idempotency_records (workspace_id, request_id, method, fingerprint, response, create_time) ",
+        );
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(r.workspace_id.0)
+                .push_bind(r.request_id.as_str())
+                .push_bind(r.record.method.as_str())
+                .push_bind(r.record.fingerprint.as_slice())
+                .push_bind(r.record.response.as_str())
+                .push_bind(r.create_time.0);
+        });
+        query.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

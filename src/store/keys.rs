@@ -96,6 +96,22 @@ pub async fn find_key(
     }))
 }
 
+/// The ids of keys revoked at or after `since`.
+pub async fn revoked_since(
+    conn: &mut SqliteConnection,
+    since: Micros,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT key_id FROM api_keys WHERE revoke_time IS NOT NULL AND revoke_time >= ?",
+    )
+    .bind(since.0)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| row.try_get(0))
+    .collect::<Result<_, _>>()?)
+}
+
 /// Revokes a key; false when there is no such key or it was already revoked.
 pub async fn revoke_key(
     conn: &mut SqliteConnection,

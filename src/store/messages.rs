@@ -63,14 +63,11 @@ fn from_row(row: &SqliteRow) -> Result<Message, StoreError> {
     })
 }
 
-/// Inserts messages in one statement.
-pub(super) async fn insert(
+/// Inserts messages, one statement per chunk of them.
+pub(super) async fn insert_many(
     conn: &mut SqliteConnection,
-    messages: &[Message],
+    messages: &[&Message],
 ) -> Result<(), StoreError> {
-    if messages.is_empty() {
-        return Ok(());
-    }
     let contents = messages
         .iter()
         .map(|m| {
@@ -80,13 +77,13 @@ pub(super) async fn insert(
             Ok::<_, serde_json::Error>((serde_json::to_string(&m.content)?, replies))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO messages (message_id, conversation_id, position, author_kind, author_id, \
-         author_display_name, author_channel, audience, create_time, content, quick_replies) ",
-    );
-    query.push_values(
-        messages.iter().zip(&contents),
-        |mut row, (m, (content, replies))| {
+    let rows: Vec<_> = messages.iter().zip(&contents).collect();
+    for chunk in rows.chunks(super::rows_per_statement(11)) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (message_id, conversation_id, position, author_kind, author_id, \
+             author_display_name, author_channel, audience, create_time, content, quick_replies) ",
+        );
+        query.push_values(chunk, |mut row, (m, (content, replies))| {
             let (kind, id, name, channel) = author_columns(&m.author);
             row.push_bind(m.id.as_str())
                 .push_bind(m.conversation_id.as_str())
@@ -99,9 +96,9 @@ pub(super) async fn insert(
                 .push_bind(m.create_time.0)
                 .push_bind(content.as_str())
                 .push_bind(replies.as_deref());
-        },
-    );
-    query.build().execute(conn).await?;
+        });
+        query.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

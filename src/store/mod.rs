@@ -1,15 +1,27 @@
 //! All SQL lives here, and nothing else does. Functions take a connection or
 //! a transaction, so a caller can put several of them in one transaction.
 //!
-//! SQLite runs in WAL mode with two pools: one connection that writes, so
-//! writers queue in-process instead of failing on SQLite's lock, and several
-//! that read, which WAL lets run beside the writer. Write transactions start
-//! with `BEGIN IMMEDIATE`, taking the write lock up front, so a transaction
-//! never fails halfway through on a lock upgrade (another process, such as
-//! the CLI, may write to the same file).
+//! The contract the layers above rely on is small:
+//! - [`batch`]: the write path of mutations. One transaction loads what a
+//!   batch of commands needs, then writes every decided change (rows,
+//!   per-workspace event sequences, counters, idempotency records) with a few
+//!   multi-row statements, then commits once. A second backend implements
+//!   the same [`batch::BatchTx`] calls.
+//! - reads grouped by the question they answer: [`conversations`],
+//!   [`messages`], [`events`], [`flows`], [`keys`].
+//!
+//! SQLite runs in WAL mode with four pools, so that no kind of work queues
+//! behind another: one connection for the group-commit writer (see
+//! `crate::writer`), one for administrative writes (keys, flows, purges),
+//! several for unary reads, and two for event-feed catch-up, so a thousand
+//! reconnecting streams never delay a `GetConversation`. Write transactions
+//! start with `BEGIN IMMEDIATE`, taking the write lock up front, so a
+//! transaction never fails halfway through on a lock upgrade (another
+//! process, such as the CLI, may write keys and flows to the same file).
 
-pub mod changes;
+pub mod batch;
 pub mod conversations;
+pub mod counters;
 pub mod events;
 pub mod flows;
 pub mod idempotency;
@@ -24,7 +36,6 @@ use sqlx::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
-use tokio::sync::watch;
 
 /// A store failure. Its detail is for the log, never for a client.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +60,13 @@ impl From<serde_json::Error> for StoreError {
 /// A write transaction.
 pub type WriteTx = Transaction<'static, Sqlite>;
 
-/// The database, and the live head of the event feed.
+/// The database: its pools, each for one kind of work.
 #[derive(Debug, Clone)]
 pub struct Store {
-    writer: SqlitePool,
+    batch: SqlitePool,
+    admin: SqlitePool,
     reader: SqlitePool,
-    head: watch::Sender<i64>,
+    feed: SqlitePool,
 }
 
 impl Store {
@@ -70,30 +82,34 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
-        let head = events::head(&mut *writer.acquire().await?).await?;
-        let (head, _) = watch::channel(head);
+        let pool = |connections: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_lazy_with(options.clone())
+        };
+        let admin = pool(1);
+        sqlx::migrate!("./migrations").run(&admin).await?;
         Ok(Self {
-            writer,
-            reader,
-            head,
+            batch: pool(1),
+            admin,
+            reader: pool(4),
+            feed: pool(2),
         })
     }
 
-    /// Starts a write transaction holding SQLite's write lock.
+    /// Starts an administrative write transaction (keys, workspaces, flows,
+    /// purges) holding SQLite's write lock. Mutations of conversations go
+    /// through [`Store::begin_batch`] instead.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.admin.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Starts the write transaction of a batch of mutations.
+    pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
+        Ok(batch::BatchTx::new(
+            self.batch.begin_with("BEGIN IMMEDIATE").await?,
+        ))
     }
 
     /// Starts a read transaction: every read in it sees one snapshot.
@@ -106,43 +122,34 @@ impl Store {
         Ok(self.reader.acquire().await?)
     }
 
-    /// Commits `tx`, then tells feed readers the new head. Publishing after the
-    /// commit means a reader woken by it finds the rows there.
-    ///
-    /// Both happen in a task of their own: a caller dropped mid-commit (a
-    /// client that reset its call or hit its deadline) must not leave a
-    /// committed event unannounced, or open streams would not see it until
-    /// the next commit.
-    pub async fn commit(&self, tx: WriteTx, new_head: Option<i64>) -> Result<(), StoreError> {
-        let head = self.head.clone();
-        let committed = tokio::spawn(async move {
-            tx.commit().await?;
-            if let Some(sequence) = new_head {
-                head.send_if_modified(|head| {
-                    let advanced = sequence > *head;
-                    if advanced {
-                        *head = sequence;
-                    }
-                    advanced
-                });
-            }
-            Ok::<_, StoreError>(())
-        });
-        committed
+    /// A read transaction on the event feed's own connections.
+    pub async fn begin_feed_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.feed.begin().await?)
+    }
+
+    /// Commits an administrative write. It runs in a task of its own, so a
+    /// caller dropped mid-commit (a client that reset its call) cannot leave
+    /// the connection halfway through its COMMIT.
+    pub async fn commit(&self, tx: WriteTx) -> Result<(), StoreError> {
+        tokio::spawn(async move { tx.commit().await })
             .await
-            .map_err(|e| StoreError::Corrupt(format!("commit task failed: {e}")))?
+            .map_err(|e| StoreError::Corrupt(format!("commit task failed: {e}")))??;
+        Ok(())
     }
 
-    /// Watches the sequence of the newest committed event.
-    pub fn subscribe_head(&self) -> watch::Receiver<i64> {
-        self.head.subscribe()
-    }
-
-    /// Closes both pools, checkpointing the WAL.
+    /// Closes every pool; the last connection to close checkpoints the WAL.
     pub async fn close(&self) {
+        self.feed.close().await;
         self.reader.close().await;
-        self.writer.close().await;
+        self.admin.close().await;
+        self.batch.close().await;
     }
+}
+
+/// Rows of `columns` bound values that fit in one statement, under SQLite's
+/// limit of 32,766 bound variables.
+fn rows_per_statement(columns: usize) -> usize {
+    32_000 / columns
 }
 
 /// Microseconds as stored, from an optional column.

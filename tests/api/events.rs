@@ -12,7 +12,7 @@ use std::{
 };
 
 use conversations::{
-    events::FeedConfig,
+    feed::FeedConfig,
     pb::{
         self, Audience, AuthorKind, ConversationStatus, EventType,
         conversation_service_client::ConversationServiceClient, event::Payload,
@@ -510,7 +510,11 @@ async fn an_agent_stream_of_another_workspace_never_sees_this_workspaces_events(
     say(&mut agent, &id, agent_sender(dana()), "hi").await;
     close(&mut agent, &id, dana()).await;
     let theirs = start(&mut other, "v-1").await.conversation_id;
-    let head = app.max_event_sequence().await;
+    let head = app.workspace_head("other").await;
+    assert_eq!(
+        head, 1,
+        "the other workspace's feed counts its own events only"
+    );
 
     let seen = events_until(&mut feed, 0, head).await;
     assert_eq!(kinds(&seen), [EventType::ConversationStarted]);
@@ -868,6 +872,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_resumes_without_loss() {
         batch: 8,
         heartbeat: Duration::from_secs(30),
         slow_after: SLOW_AFTER,
+        ..FeedConfig::default()
     })
     .await;
     let mut agent = app.agent().await;
@@ -1052,6 +1057,9 @@ async fn subscribers_that_drop_and_resume_at_random_under_many_writers_miss_noth
         batch: 16,
         heartbeat: Duration::from_millis(100),
         slow_after: Duration::from_secs(10),
+        // A window smaller than the traffic: resuming streams cross from
+        // the store to memory again and again.
+        window: 32,
     })
     .await;
     let (other_agent_key, other_visitor_key) = app.new_workspace("other").await;
@@ -1130,10 +1138,18 @@ async fn subscribers_that_drop_and_resume_at_random_under_many_writers_miss_noth
     const WORKSPACE: usize = 0;
     const OTHER_WORKSPACE: usize = 7;
 
+    // Sequences count per workspace: each subscriber reads to its own
+    // workspace's final head.
     let final_head = Arc::new(AtomicI64::new(i64::MAX));
+    let other_final_head = Arc::new(AtomicI64::new(i64::MAX));
     let mut reading = JoinSet::new();
     for (i, (_, client, filter, _)) in subscribers.iter().enumerate() {
-        let (client, filter, head) = ((*client).clone(), filter.clone(), final_head.clone());
+        let head = if i == OTHER_WORKSPACE {
+            other_final_head.clone()
+        } else {
+            final_head.clone()
+        };
+        let (client, filter) = ((*client).clone(), filter.clone());
         reading.spawn(async move { (i, subscribe(client, filter, 1000 + i as u64, head).await) });
     }
     let mut writing = JoinSet::new();
@@ -1150,7 +1166,9 @@ async fn subscribers_that_drop_and_resume_at_random_under_many_writers_miss_noth
         done.expect("writer");
     }
     let head = app.max_event_sequence().await;
+    let other_head = app.workspace_head("other").await;
     final_head.store(head, Ordering::SeqCst);
+    other_final_head.store(other_head, Ordering::SeqCst);
     let mut received = vec![Vec::new(); subscribers.len()];
     let all_read = timeout(Duration::from_secs(30), async {
         while let Some(done) = reading.join_next().await {
@@ -1161,12 +1179,17 @@ async fn subscribers_that_drop_and_resume_at_random_under_many_writers_miss_noth
     .await;
     all_read.expect("every subscriber reaches the final head");
 
-    // The two whole-workspace subscribers split the feed between them.
+    // Each whole-workspace subscriber gets its workspace's feed, 1, 2, 3...
     let (a, b) = (&received[WORKSPACE], &received[OTHER_WORKSPACE]);
     assert_eq!(
-        (a.len() + b.len()) as i64,
-        head,
-        "every event of the server"
+        sequences(a),
+        (1..=head).collect::<Vec<_>>(),
+        "every event of the workspace"
+    );
+    assert_eq!(
+        sequences(b),
+        (1..=other_head).collect::<Vec<_>>(),
+        "every event of the other workspace"
     );
     assert!(a.iter().all(|e| !other_ws.contains(&e.conversation_id)));
     assert!(b.iter().all(|e| other_ws.contains(&e.conversation_id)));
@@ -1194,22 +1217,17 @@ async fn subscribers_that_drop_and_resume_at_random_under_many_writers_miss_noth
 }
 
 /// A mutation whose caller is dropped mid-commit (a client that reset its
-/// call or hit its deadline) still commits in SQLite; its head must still be
-/// announced, or open streams would not see it until the next commit.
+/// call or hit its deadline) still commits; its events must still reach the
+/// feed, or open streams would not see them until the next commit.
 #[tokio::test]
 async fn a_mutation_cancelled_mid_commit_is_still_announced_to_streams() {
-    use conversations::{
-        app::App,
-        domain::{Command, values::VisitorId},
-        events::FeedConfig,
-    };
+    use conversations::domain::{Command, values::VisitorId};
     let app = TestApp::spawn().await;
-    let core = App::new(app.store().clone(), FeedConfig::default());
+    let core = app.core().clone();
     let caller = core
         .authenticate(Some(&format!("Bearer {}", app.agent_key)))
         .await
         .expect("agent key");
-    let published = app.store().subscribe_head();
     for i in 0..150u64 {
         let command = Command::Start {
             visitor_id: VisitorId::parse(&format!("v-{i}")).expect("visitor id"),
@@ -1219,10 +1237,11 @@ async fn a_mutation_cancelled_mid_commit_is_still_announced_to_streams() {
         // Budgets from 20 µs to 2 ms cut the call at every stage, commit included.
         let budget = Duration::from_micros(20 + (i % 40) * 50);
         let _ = tokio::time::timeout(budget, core.execute(&caller, None, command)).await;
-        let in_database = app.max_event_sequence().await;
         let mut announced = false;
+        let mut in_database = 0;
         for _ in 0..200 {
-            if *published.borrow() == in_database {
+            in_database = app.max_event_sequence().await;
+            if core.feed().head(caller.workspace_id) == in_database {
                 announced = true;
                 break;
             }
@@ -1231,7 +1250,7 @@ async fn a_mutation_cancelled_mid_commit_is_still_announced_to_streams() {
         assert!(
             announced,
             "iteration {i}: event {in_database} committed but the feed head stayed at {}",
-            *published.borrow()
+            core.feed().head(caller.workspace_id)
         );
     }
 }

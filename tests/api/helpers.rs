@@ -4,10 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, sync::Once};
 
 use conversations::{
-    app::admin,
+    app::{App, admin, auth::REVOCATION_POLL},
     config::Settings,
     domain::credentials::Role,
-    events::FeedConfig,
+    feed::FeedConfig,
     pb::{
         self,
         conversation_service_client::ConversationServiceClient,
@@ -56,6 +56,7 @@ pub struct TestApp {
     pub agent_key: String,
     pub visitor_key: String,
     store: Store,
+    core: App,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), StartupError>>,
     dir: Arc<tempfile::TempDir>,
@@ -102,6 +103,7 @@ impl TestApp {
             .await
             .expect("bootstrap");
         let store = application.app().store().clone();
+        let core = application.app().clone();
         let addr = application.local_addr();
         let (shutdown, rx) = oneshot::channel();
         let server = tokio::spawn(application.run_until(async {
@@ -113,6 +115,7 @@ impl TestApp {
             agent_key: String::new(),
             visitor_key: String::new(),
             store,
+            core,
             shutdown,
             server,
             dir,
@@ -203,24 +206,37 @@ impl TestApp {
         (key.key_id, key.token)
     }
 
-    /// Revokes a key.
+    /// Revokes a key, as the command line does beside a running server, and
+    /// waits out the time the server promises to notice it in (one second).
     pub async fn revoke(&self, key_id: &str) {
         admin::revoke_key(&self.store, key_id)
             .await
             .expect("revoke");
+        tokio::time::sleep(std::time::Duration::from_secs(1).max(REVOCATION_POLL * 4)).await;
     }
 
-    /// The server's store, for tests that drive the use cases directly.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The server's own use cases, for tests that drive them directly.
+    pub fn core(&self) -> &App {
+        &self.core
     }
 
-    /// Every event sequence in the database, in order (to check what a
-    /// mutation appended).
+    /// The newest event sequence of the `default` workspace in the
+    /// database (to check what a mutation appended).
     pub async fn max_event_sequence(&self) -> i64 {
-        conversations::store::events::head(&mut self.store.read().await.expect("conn"))
+        self.workspace_head("default").await
+    }
+
+    /// The newest event sequence of the workspace `name` in the database.
+    pub async fn workspace_head(&self, name: &str) -> i64 {
+        let mut conn = self.store.read().await.expect("conn");
+        let workspace = conversations::store::keys::find_workspace(&mut conn, name)
             .await
-            .expect("head")
+            .expect("workspace")
+            .expect("the workspace exists");
+        conversations::store::counters::get(&mut conn, workspace)
+            .await
+            .expect("counters")
+            .event_head
     }
 }
 

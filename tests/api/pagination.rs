@@ -4,10 +4,8 @@
 use std::collections::HashSet;
 
 use conversations::{
-    app::{App, UlidIds, now},
-    domain::{Command, lifecycle, values::VisitorId},
+    domain::{Command, values::VisitorId},
     pb::{self, ConversationStatus, send_message_request::Sender},
-    store::{Store, changes},
 };
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -83,38 +81,32 @@ fn assert_newest_first(conversations: &[pb::Conversation]) {
     );
 }
 
-/// Starts `n` conversations in one transaction, through the server's own
-/// domain rules and store: the rows StartConversation writes, without a
-/// durable commit per conversation (the page cap needs more than 500, which
-/// one by one would make the test slow).
+/// Starts `n` conversations at once through the server's own use cases: the
+/// writer commits them in a few batches (the page cap needs more than 500,
+/// which one call at a time would make slow).
 async fn seed(app: &TestApp, n: usize) -> Vec<String> {
-    let store = Store::open(&app.db_path).await.expect("open the store");
-    let caller = App::new(store.clone(), Default::default())
+    let core = app.core().clone();
+    let caller = core
         .authenticate(Some(&format!("Bearer {}", app.agent_key)))
         .await
         .expect("the agent key authenticates");
-    let mut tx = store.begin_write().await.expect("write transaction");
-    let mut ids = Vec::with_capacity(n);
+    let mut starts = JoinSet::new();
     for i in 0..n {
-        let command = Command::Start {
-            visitor_id: VisitorId::parse(&format!("seed-{i}")).expect("visitor id"),
-            agent: None,
-            flow_id: None,
-        };
-        let change = lifecycle::decide(
-            &command,
-            caller.workspace_id,
-            None,
-            None,
-            now(),
-            &mut UlidIds,
-        )
-        .expect("a start is always allowed");
-        changes::apply(&mut tx, &change).await.expect("apply");
-        ids.push(change.conversation.id.as_str().to_owned());
+        let (core, caller) = (core.clone(), caller.clone());
+        starts.spawn(async move {
+            let command = Command::Start {
+                visitor_id: VisitorId::parse(&format!("seed-{i}")).expect("visitor id"),
+                agent: None,
+                flow_id: None,
+            };
+            let outcome = core.execute(&caller, None, command).await.expect("start");
+            outcome.conversation.id.as_str().to_owned()
+        });
     }
-    store.commit(tx, None).await.expect("commit");
-    store.close().await;
+    let mut ids = Vec::with_capacity(n);
+    while let Some(id) = starts.join_next().await {
+        ids.push(id.expect("start task"));
+    }
     ids
 }
 

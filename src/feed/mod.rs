@@ -1,0 +1,391 @@
+//! The event feed: each workspace's committed events, in order, to pollers
+//! and to open streams.
+//!
+//! **Owns** the [`hub`] (the recent events of each workspace in memory, and
+//! who listens), each stream's producer task, and catch-up reads from the
+//! store on connections of its own.
+//!
+//! **Promises** to every stream: events in sequence order, each once,
+//! nothing uncommitted, no gap: catch-up from a cursor older than the
+//! in-memory window reads the store in batches up to the hub's head (every
+//! event up to it is committed), then joins the window where it left off.
+//! The writer publishes each batch after its commit and in commit order, so
+//! the hub's head only ever moves over durable events.
+//!
+//! **Never** makes the writer wait: publishing is an append in memory. A
+//! stream whose client does not take its items within `slow_after` is ended
+//! ([`FeedEnd::TooSlow`]) with the last sequence it sent, from which the
+//! client resumes without loss; memory per stream is its bounded channel.
+//! The feed knows nothing of keys or roles: the use cases hand it a checked
+//! [`EventScope`] and a signal to end the stream on.
+
+mod hub;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::timeout,
+};
+
+use crate::{
+    domain::{WorkspaceId, lifecycle::Event, scope::EventScope},
+    store::{Store, StoreError, counters, events},
+};
+use hub::{Hub, Recent, Registration};
+
+/// Tuning of the feed.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedConfig {
+    /// Events read from the store at a time, and the channel size of a stream.
+    pub batch: usize,
+    /// How long a stream may stay silent before a checkpoint tells the client
+    /// how far the server has scanned.
+    pub heartbeat: Duration,
+    /// How long a producer waits for room in a stream's channel before it
+    /// ends the stream as too slow.
+    pub slow_after: Duration,
+    /// Recent events kept in memory per workspace; streams behind them catch
+    /// up from the store.
+    pub window: usize,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            heartbeat: Duration::from_secs(5),
+            slow_after: Duration::from_secs(10),
+            window: 8192,
+        }
+    }
+}
+
+/// One item of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem {
+    /// A committed event in the subscriber's scope, shared with every other
+    /// stream that delivers it.
+    Event(Arc<Event>),
+    /// The server has scanned every event up to this sequence.
+    Checkpoint(i64),
+}
+
+/// Why a stream ended, other than the client leaving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEnd {
+    /// The client did not take items fast enough. Resume after `last_sequence`.
+    TooSlow {
+        /// The last sequence sent on the stream.
+        last_sequence: i64,
+    },
+    /// The server is shutting down. Resume after `last_sequence`.
+    ShuttingDown {
+        /// The last sequence sent on the stream.
+        last_sequence: i64,
+    },
+    /// Reading the log failed. Resume after `last_sequence`.
+    Failed {
+        /// The last sequence sent on the stream.
+        last_sequence: i64,
+    },
+    /// The caller's credentials stopped being valid (a revoked key).
+    Revoked {
+        /// The last sequence sent on the stream.
+        last_sequence: i64,
+    },
+}
+
+impl FeedEnd {
+    /// The same reason, naming `last_sequence` as the point to resume from.
+    pub fn resume_from(self, last_sequence: i64) -> Self {
+        match self {
+            Self::TooSlow { .. } => Self::TooSlow { last_sequence },
+            Self::ShuttingDown { .. } => Self::ShuttingDown { last_sequence },
+            Self::Failed { .. } => Self::Failed { last_sequence },
+            Self::Revoked { .. } => Self::Revoked { last_sequence },
+        }
+    }
+}
+
+/// An open stream: items until the channel closes, then perhaps why.
+pub struct Subscription {
+    /// Items in order.
+    pub items: mpsc::Receiver<FeedItem>,
+    /// Filled when the stream ends for a reason the client must hear.
+    pub end: oneshot::Receiver<FeedEnd>,
+}
+
+/// The feed. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    hub: Arc<Hub>,
+    store: Store,
+    config: FeedConfig,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl Feed {
+    /// The feed of `store`, each workspace starting at its stored head.
+    pub async fn open(store: Store, config: FeedConfig) -> Result<Self, StoreError> {
+        let heads = counters::all(&mut *store.read().await?)
+            .await?
+            .into_iter()
+            .map(|(workspace, tally)| (workspace, tally.event_head))
+            .collect();
+        Ok(Self {
+            hub: Arc::new(Hub::new(heads, config.window)),
+            store,
+            config,
+            shutdown: Arc::new(watch::channel(false).0),
+        })
+    }
+
+    /// How the feed is tuned.
+    pub fn config(&self) -> FeedConfig {
+        self.config
+    }
+
+    /// Hands committed events (in commit order) to the streams. Only the
+    /// writer calls it, after each commit.
+    pub fn publish(&self, events: Vec<Event>) {
+        if !events.is_empty() {
+            self.hub.publish(events);
+        }
+    }
+
+    /// The newest sequence of the workspace's feed.
+    pub fn head(&self, workspace: WorkspaceId) -> i64 {
+        self.hub.log(workspace).head()
+    }
+
+    /// Up to `limit` events in `scope` after `after`, and the head they were
+    /// read against: from memory when the window still holds them.
+    pub async fn page(
+        &self,
+        scope: &EventScope,
+        after: i64,
+        limit: usize,
+    ) -> Result<(i64, Vec<Arc<Event>>), StoreError> {
+        let log = self.hub.log(scope.workspace_id);
+        let limit = limit.max(1);
+        match log.scan(scope, after, limit, None) {
+            Recent::Events { events, head, .. } => Ok((head, events)),
+            Recent::Older { head } => {
+                let events = self.read_store(scope, after, head, limit).await?;
+                Ok((head, events))
+            }
+        }
+    }
+
+    async fn read_store(
+        &self,
+        scope: &EventScope,
+        after: i64,
+        up_to: i64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        let mut tx = self.store.begin_feed_read().await?;
+        let events = events::read(
+            &mut tx,
+            scope,
+            after,
+            up_to,
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(events.into_iter().map(Arc::new).collect())
+    }
+
+    /// Opens a stream of `scope` after `after`, which ends (with
+    /// [`FeedEnd::Revoked`]) when `revoked` turns true.
+    pub fn subscribe(
+        &self,
+        scope: EventScope,
+        after: i64,
+        revoked: watch::Receiver<bool>,
+    ) -> Subscription {
+        let (items, items_rx) = mpsc::channel(self.config.batch.max(1));
+        let (end, end_rx) = oneshot::channel();
+        // Registered before the first scan, so no commit after it goes unseen.
+        let registration = self.hub.register(&scope);
+        let producer = Producer {
+            feed: self.clone(),
+            scope,
+            registration,
+            items,
+            shutdown: self.shutdown.subscribe(),
+            revoked,
+            sent: after,
+        };
+        tokio::spawn(async move {
+            if let Some(reason) = producer.run().await {
+                // The client may be gone already; then nobody needs to know.
+                let _ = end.send(reason);
+            }
+        });
+        Subscription {
+            items: items_rx,
+            end: end_rx,
+        }
+    }
+
+    /// Ends every stream with [`FeedEnd::ShuttingDown`], so that a graceful
+    /// shutdown does not wait on them.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Why a send did not go through.
+enum Stop {
+    /// The client left: end quietly.
+    Gone,
+    /// End with this reason.
+    End(FeedEnd),
+}
+
+struct Producer {
+    feed: Feed,
+    scope: EventScope,
+    registration: Registration,
+    items: mpsc::Sender<FeedItem>,
+    shutdown: watch::Receiver<bool>,
+    revoked: watch::Receiver<bool>,
+    /// The last sequence handed to the client (event or checkpoint), or
+    /// scanned past.
+    sent: i64,
+}
+
+impl Producer {
+    async fn run(mut self) -> Option<FeedEnd> {
+        match self.follow().await {
+            Stop::Gone => None,
+            Stop::End(reason) => Some(reason),
+        }
+    }
+
+    async fn follow(&mut self) -> Stop {
+        loop {
+            if let Err(stop) = self.catch_up().await {
+                return stop;
+            }
+            if let Err(stop) = self.send(FeedItem::Checkpoint(self.sent)).await {
+                return stop;
+            }
+            if let Err(stop) = self.idle().await {
+                return stop;
+            }
+        }
+    }
+
+    /// Sends every matching event up to the head: from the store while the
+    /// cursor is behind the window, then from memory.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        let limit = self.feed.config.batch.max(1);
+        loop {
+            if *self.shutdown.borrow() {
+                return Err(self.ending(FeedEnd::ShuttingDown { last_sequence: 0 }));
+            }
+            let scanned = self.registration.log.scan(
+                &self.scope,
+                self.sent,
+                limit,
+                Some(&self.registration.signal),
+            );
+            let (events, scanned, head) = match scanned {
+                Recent::Events {
+                    events,
+                    scanned,
+                    head,
+                } => (events, scanned, head),
+                Recent::Older { head } => {
+                    match self
+                        .feed
+                        .read_store(&self.scope, self.sent, head, limit)
+                        .await
+                    {
+                        Ok(events) => {
+                            // A short batch scanned everything up to the head.
+                            let scanned = match events.last() {
+                                Some(last) if events.len() == limit => last.sequence,
+                                _ => head,
+                            };
+                            (events, scanned, head)
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "event feed read failed");
+                            return Err(self.ending(FeedEnd::Failed { last_sequence: 0 }));
+                        }
+                    }
+                }
+            };
+            for event in events {
+                let sequence = event.sequence;
+                self.send(FeedItem::Event(event)).await?;
+                self.sent = sequence;
+            }
+            self.sent = self.sent.max(scanned);
+            if scanned >= head {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for a commit this stream may want, sending heartbeats meanwhile.
+    async fn idle(&mut self) -> Result<(), Stop> {
+        let signal = self.registration.signal.clone();
+        loop {
+            tokio::select! {
+                () = signal.notify.notified() => return Ok(()),
+                () = tokio::time::sleep(self.feed.config.heartbeat) => {
+                    // Nothing matching arrived: everything up to the head is
+                    // scanned, and the checkpoint says so.
+                    match self.registration.log.quiet_head(&signal) {
+                        Some(head) => {
+                            self.sent = self.sent.max(head);
+                            self.send(FeedItem::Checkpoint(self.sent)).await?;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                _ = self.shutdown.changed() => {
+                    return Err(self.ending(FeedEnd::ShuttingDown { last_sequence: 0 }));
+                }
+                Ok(()) = self.revoked.changed() => {
+                    if *self.revoked.borrow() {
+                        return Err(self.ending(FeedEnd::Revoked { last_sequence: 0 }));
+                    }
+                }
+                () = self.items.closed() => return Err(Stop::Gone),
+            }
+        }
+    }
+
+    /// Hands `item` to the client, waiting at most `slow_after` for room,
+    /// and giving up at once when the server shuts down or the key is
+    /// revoked.
+    async fn send(&mut self, item: FeedItem) -> Result<(), Stop> {
+        if *self.revoked.borrow() {
+            return Err(self.ending(FeedEnd::Revoked { last_sequence: 0 }));
+        }
+        tokio::select! {
+            sent = timeout(self.feed.config.slow_after, self.items.send(item)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Stop::Gone),
+                Err(_) => Err(self.ending(FeedEnd::TooSlow { last_sequence: 0 })),
+            },
+            _ = self.shutdown.changed() => {
+                Err(self.ending(FeedEnd::ShuttingDown { last_sequence: 0 }))
+            }
+            Ok(()) = self.revoked.changed() => {
+                Err(self.ending(FeedEnd::Revoked { last_sequence: 0 }))
+            }
+        }
+    }
+
+    fn ending(&self, reason: FeedEnd) -> Stop {
+        Stop::End(reason.resume_from(self.sent))
+    }
+}

@@ -1,0 +1,124 @@
+//! Per-workspace counters, kept in the same transaction as every change: the
+//! head of the workspace's event feed and its conversations per status (the
+//! Inbox tab counts). Reading them is one row, however large the workspace.
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::StoreError;
+use crate::domain::{Status, WorkspaceId};
+
+/// One workspace's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// The sequence of its newest event; 0 before the first.
+    pub event_head: i64,
+    /// Its conversations per status, in [`Status::ALL`] order.
+    pub counts: [i64; 3],
+}
+
+impl Tally {
+    /// Counts a conversation that moved from `from` (None: a new one) to `to`.
+    pub fn count_move(&mut self, from: Option<Status>, to: Status) {
+        if let Some(from) = from {
+            self.counts[from.index()] -= 1;
+        }
+        self.counts[to.index()] += 1;
+    }
+}
+
+const SELECT: &str = "SELECT workspace_id, event_head, open_count, pending_count, closed_count \
+     FROM workspace_counters";
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(WorkspaceId, Tally), StoreError> {
+    Ok((
+        WorkspaceId(row.try_get("workspace_id")?),
+        Tally {
+            event_head: row.try_get("event_head")?,
+            counts: [
+                row.try_get("open_count")?,
+                row.try_get("pending_count")?,
+                row.try_get("closed_count")?,
+            ],
+        },
+    ))
+}
+
+/// The workspace's counters (zeros for a workspace that never had a change).
+pub async fn get(
+    conn: &mut SqliteConnection,
+    workspace_id: WorkspaceId,
+) -> Result<Tally, StoreError> {
+    let row = sqlx::query(&format!("{SELECT} WHERE workspace_id = ?"))
+        .bind(workspace_id.0)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row
+        .as_ref()
+        .map(from_row)
+        .transpose()?
+        .map(|(_, tally)| tally)
+        .unwrap_or_default())
+}
+
+/// Every workspace's counters.
+pub async fn all(conn: &mut SqliteConnection) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+    sqlx::query(SELECT)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// The counters of these workspaces (missing ones are zeros).
+pub(super) async fn get_many(
+    conn: &mut SqliteConnection,
+    workspaces: &[WorkspaceId],
+) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(format!("{SELECT} WHERE workspace_id IN ("));
+    let mut list = query.separated(", ");
+    for workspace in workspaces {
+        list.push_bind(workspace.0);
+    }
+    query.push(")");
+    let mut found: HashMap<_, _> = query
+        .build()
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect::<Result<_, _>>()?;
+    for workspace in workspaces {
+        found.entry(*workspace).or_default();
+    }
+    Ok(found)
+}
+
+/// Writes these workspaces' counters.
+pub(super) async fn put_many(
+    conn: &mut SqliteConnection,
+    tallies: &[(WorkspaceId, Tally)],
+) -> Result<(), StoreError> {
+    if tallies.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO workspace_counters (workspace_id, event_head, open_count, pending_count, closed_count) ",
+    );
+    query.push_values(tallies, |mut row, (workspace, tally)| {
+        row.push_bind(workspace.0)
+            .push_bind(tally.event_head)
+            .push_bind(tally.counts[0])
+            .push_bind(tally.counts[1])
+            .push_bind(tally.counts[2]);
+    });
+    query.push(
+        " ON CONFLICT (workspace_id) DO UPDATE SET event_head = excluded.event_head, \
+         open_count = excluded.open_count, pending_count = excluded.pending_count, \
+         closed_count = excluded.closed_count",
+    );
+    query.build().execute(conn).await?;
+    Ok(())
+}
