@@ -67,3 +67,11 @@ INSERT INTO workspace_counters (workspace_id, event_head, open_count, pending_co
 -- Revocations are polled by the running server (its key cache): find them
 -- without scanning every key.
 CREATE INDEX api_keys_by_revoke_time ON api_keys (revoke_time) WHERE revoke_time IS NOT NULL;
+
+-- The Inbox filters by assignee or visitor, newest first then by id: index the
+-- whole order, so a filtered page is a range read with no sort, however many
+-- conversations the workspace has.
+DROP INDEX conversations_by_visitor;
+DROP INDEX conversations_by_assignee;
+CREATE INDEX conversations_by_visitor ON conversations (workspace_id, visitor_id, update_time DESC, conversation_id DESC);
+CREATE INDEX conversations_by_assignee ON conversations (workspace_id, assignee_agent_id, update_time DESC, conversation_id DESC);

@@ -215,6 +215,11 @@ impl TestApp {
         tokio::time::sleep(std::time::Duration::from_secs(1).max(REVOCATION_POLL * 4)).await;
     }
 
+    /// The server's store, for tests that write as the command line does.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The server's own use cases, for tests that drive them directly.
     pub fn core(&self) -> &App {
         &self.core

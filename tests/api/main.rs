@@ -9,6 +9,7 @@ mod lifecycle;
 mod pagination;
 mod persistence;
 mod roles;
+mod scale;
 mod status_table;
 mod tenancy;
 mod transactional;

@@ -1,0 +1,305 @@
+//! What the scale work promises beyond speed: group commit isolates a bad
+//! command from its batch, the Inbox counters always equal the table, keys
+//! come from memory yet revocations reach open streams, and one server owns
+//! a database file.
+
+use std::time::Duration;
+
+use conversations::{
+    app::{Caller, admin},
+    config::Settings,
+    domain::{Command, credentials::Role, values::VisitorId},
+    pb::{self, watch_events_response::Item},
+    startup::{Application, StartupError},
+    store::Store,
+};
+use sqlx::{Row, SqlitePool};
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::helpers::{
+    TestApp, as_visitor, close_request, dana, list_all, mark_pending_request, reason,
+    reopen_request, start, text_request,
+};
+
+async fn raw(app: &TestApp) -> SqlitePool {
+    SqlitePool::connect(&format!("sqlite:{}", app.db_path.display()))
+        .await
+        .expect("open the database file")
+}
+
+async fn agent_caller(app: &TestApp) -> Caller {
+    app.core()
+        .authenticate(Some(&format!("Bearer {}", app.agent_key)))
+        .await
+        .expect("the agent key authenticates")
+}
+
+fn start_command(visitor: &str, flow_id: Option<&str>) -> Command {
+    Command::Start {
+        visitor_id: VisitorId::parse(visitor).expect("visitor id"),
+        agent: None,
+        flow_id: flow_id.map(str::to_owned),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bad_command_does_not_fail_the_commands_batched_with_it() {
+    let app = TestApp::spawn().await;
+    // A stored flow that no longer validates: starting it is a fault of the
+    // store, which fails the whole batch transaction.
+    sqlx::query(
+        "INSERT INTO flows (flow_id, version, workspace_id, name, definition, create_time) \
+         VALUES ('flow_broken', 1, 1, 'broken', '{\"name\":\"broken\",\"steps\":[]}', 0)",
+    )
+    .execute(&raw(&app).await)
+    .await
+    .expect("plant a broken flow");
+    let caller = agent_caller(&app).await;
+
+    for round in 0..5 {
+        let mut calls = JoinSet::new();
+        for i in 0..40 {
+            let (core, caller) = (app.core().clone(), caller.clone());
+            let flow = (i == 20).then_some("flow_broken");
+            calls.spawn(async move {
+                let command = start_command(&format!("v-{round}-{i}"), flow);
+                (flow.is_some(), core.execute(&caller, None, command).await)
+            });
+        }
+        let results = calls.join_all().await;
+        for (bad, result) in &results {
+            match (bad, result) {
+                (false, Ok(outcome)) => assert!(outcome.event_sequence > 0),
+                (true, Err(conversations::app::AppError::Store(_))) => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+    let listed = list_all(&mut app.agent().await).await;
+    assert_eq!(listed.status_counts.expect("counts").open, 5 * 39);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inbox_counts_equal_a_count_of_the_table_after_racing_mutations() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(start(&mut agent, &format!("v-{i}")).await.conversation_id);
+    }
+    let mut racers = JoinSet::new();
+    for r in 0..48 {
+        let mut client = app.agent().await;
+        let id = ids[r % ids.len()].clone();
+        let visitor = format!("v-{}", r % ids.len());
+        racers.spawn(async move {
+            for step in 0..6 {
+                // Refusals are expected: the racers fight over each status.
+                let _ = match (r + step) % 4 {
+                    0 => client
+                        .close_conversation(close_request(&id, dana()))
+                        .await
+                        .map(|_| ()),
+                    1 => client
+                        .mark_conversation_pending(mark_pending_request(&id, dana()))
+                        .await
+                        .map(|_| ()),
+                    2 => client
+                        .reopen_conversation(reopen_request(&id, dana()))
+                        .await
+                        .map(|_| ()),
+                    _ => client
+                        .send_message(text_request(&id, as_visitor(&visitor), "hi", ""))
+                        .await
+                        .map(|_| ()),
+                };
+            }
+        });
+    }
+    racers.join_all().await;
+
+    let listed = list_all(&mut agent).await;
+    let counts = listed.status_counts.expect("counts");
+    let rows = sqlx::query("SELECT status, COUNT(*) FROM conversations GROUP BY status")
+        .fetch_all(&raw(&app).await)
+        .await
+        .expect("count");
+    let counted = |status: &str| {
+        rows.iter()
+            .find(|r| r.get::<String, _>(0) == status)
+            .map_or(0, |r| r.get::<i64, _>(1))
+    };
+    assert_eq!(
+        (counts.open, counts.pending, counts.closed),
+        (counted("open"), counted("pending"), counted("closed"))
+    );
+    assert_eq!(counts.open + counts.pending + counts.closed, 12);
+    // And the list's feed position is the workspace's head.
+    assert_eq!(listed.as_of_sequence, app.max_event_sequence().await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_keys_open_stream_ends_unauthenticated_with_a_cursor_to_resume_from() {
+    let app = TestApp::spawn().await;
+    let (key_id, key) = app.new_key("default", Role::Agent).await;
+    let mut client = app.client_with(Some(&key)).await;
+    start(&mut client, "v-1").await;
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let last = loop {
+        let item = stream.next().await.expect("an item").expect("not ended");
+        if let Some(Item::Checkpoint(checkpoint)) = item.item {
+            break checkpoint.sequence;
+        }
+    };
+    // Revoked as the command line does, from outside the server's cache.
+    admin::revoke_key(app.store(), &key_id)
+        .await
+        .expect("revoke");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status,
+                None => panic!("the stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the stream of a revoked key ends");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert_eq!(reason(&ended), "API_KEY_INVALID");
+    let info = tonic_types::StatusExt::get_details_error_info(&ended).expect("error info");
+    assert_eq!(info.metadata.get("last_sequence"), Some(&last.to_string()));
+    // The revoked key is refused for calls too.
+    let refused = client
+        .list_events(pb::ListEventsRequest::default())
+        .await
+        .expect_err("a revoked key");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_database_file_refuses_to_start_naming_the_holder() {
+    let app = TestApp::spawn().await;
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        database: app.db_path.clone(),
+        feed: Default::default(),
+    };
+    let error = match Application::build(&settings).await {
+        Ok(_) => panic!("a second server started on the same file"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(error, StartupError::AlreadyServed { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&app.db_path.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("process {}", std::process::id())),
+        "{message}"
+    );
+
+    // The admin commands open the same file beside the server.
+    let store = Store::open(&app.db_path)
+        .await
+        .expect("open beside the server");
+    admin::create_workspace(&store, "beside")
+        .await
+        .expect("create a workspace beside the server");
+    store.close().await;
+
+    // Once the server stops, the file can be served again.
+    let db_path = app.db_path.clone();
+    let (_dir, ..) = app.stop().await;
+    let again = Settings {
+        database: db_path,
+        ..settings
+    };
+    let application = Application::build(&again)
+        .await
+        .expect("a server starts once the first has stopped");
+    drop(application);
+}
+
+#[tokio::test]
+async fn every_list_query_is_a_range_read_of_its_own_index_without_a_sort() {
+    let app = TestApp::spawn().await;
+    let pool = raw(&app).await;
+    let page = "SELECT * FROM conversations WHERE workspace_id = 1";
+    let order = "ORDER BY update_time DESC, conversation_id DESC LIMIT 51";
+    let cursor = "AND (update_time, conversation_id) < (5, 'conv_x')";
+    let queries = [
+        (format!("{page} {order}"), "conversations_by_update"),
+        (
+            format!("{page} {cursor} {order}"),
+            "conversations_by_update",
+        ),
+        (
+            format!("{page} AND status IN ('pending') {order}"),
+            "conversations_by_status",
+        ),
+        (
+            format!("{page} AND status IN ('pending') {cursor} {order}"),
+            "conversations_by_status",
+        ),
+        (
+            format!("{page} AND assignee_agent_id = 'dana' {order}"),
+            "conversations_by_assignee",
+        ),
+        (
+            format!("{page} AND visitor_id = 'v-1' {cursor} {order}"),
+            "conversations_by_visitor",
+        ),
+        (
+            "SELECT * FROM messages WHERE conversation_id = 'c' AND position > 0 \
+             ORDER BY position LIMIT 51"
+                .to_owned(),
+            "sqlite_autoindex_messages_2",
+        ),
+        (
+            "SELECT * FROM events WHERE workspace_id = 1 AND sequence > 0 AND sequence <= 9 \
+             ORDER BY sequence LIMIT 256"
+                .to_owned(),
+            "sqlite_autoindex_events_1",
+        ),
+        (
+            "SELECT * FROM events WHERE workspace_id = 1 AND sequence > 0 AND sequence <= 9 \
+             AND conversation_id = 'c' ORDER BY sequence LIMIT 256"
+                .to_owned(),
+            "events_by_conversation",
+        ),
+        (
+            "SELECT * FROM workspace_counters WHERE workspace_id = 1".to_owned(),
+            "INTEGER PRIMARY KEY",
+        ),
+    ];
+    for (query, index) in queries {
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {query}"))
+            .fetch_all(&pool)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        let plan = plan.join("; ");
+        assert!(
+            plan.starts_with("SEARCH") && plan.contains(index) && !plan.contains("TEMP B-TREE"),
+            "{query}\n  => {plan} (want a search of {index} and no sort)"
+        );
+    }
+    app.stop().await;
+}
