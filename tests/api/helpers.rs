@@ -83,6 +83,26 @@ impl TestApp {
         }
     }
 
+    /// A server on an existing database file (which it migrates), with
+    /// these keys of its `default` workspace.
+    pub async fn spawn_on(
+        dir: Arc<tempfile::TempDir>,
+        db_path: PathBuf,
+        agent_key: String,
+        visitor_key: String,
+    ) -> TestApp {
+        let (app, keys) = Self::start(dir, db_path, FeedConfig::default()).await;
+        assert!(
+            keys.is_none(),
+            "an existing database gets no bootstrap keys"
+        );
+        TestApp {
+            agent_key,
+            visitor_key,
+            ..app
+        }
+    }
+
     async fn start(
         dir: Arc<tempfile::TempDir>,
         db_path: PathBuf,

@@ -13,4 +13,5 @@ mod scale;
 mod status_table;
 mod tenancy;
 mod transactional;
+mod upgrade;
 mod validation;
