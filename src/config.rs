@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// too slow (RESOURCE_EXHAUSTED, SUBSCRIBER_TOO_SLOW).
     #[arg(long, env = "CONVERSATIONS_SLOW_SUBSCRIBER_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub slow_subscriber_seconds: u64,
+    /// Recent events each workspace keeps in memory for its streams; a stream
+    /// further behind catches up from the database.
+    #[arg(long, env = "CONVERSATIONS_FEED_WINDOW_EVENTS", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub feed_window_events: u64,
 }
 
 impl ServeArgs {
@@ -86,6 +90,7 @@ impl ServeArgs {
         FeedConfig {
             heartbeat: std::time::Duration::from_secs(self.heartbeat_seconds),
             slow_after: std::time::Duration::from_secs(self.slow_subscriber_seconds),
+            window: usize::try_from(self.feed_window_events).unwrap_or(usize::MAX),
             ..FeedConfig::default()
         }
     }

@@ -76,11 +76,15 @@ impl App {
     ) -> Result<Outcome, AppError> {
         authorize(caller, &command)?;
         let method = method(&command);
-        let fingerprint = Sha256::new()
-            .chain_update(method.as_bytes())
-            .chain_update(serde_json::to_vec(&command).map_err(crate::store::StoreError::from)?)
-            .finalize()
-            .to_vec();
+        // Only a request that can be retried needs its fingerprint.
+        let fingerprint = match request_id {
+            Some(_) => Sha256::new()
+                .chain_update(method.as_bytes())
+                .chain_update(serde_json::to_vec(&command).map_err(crate::store::StoreError::from)?)
+                .finalize()
+                .to_vec(),
+            None => Vec::new(),
+        };
         let request = WriteRequest {
             workspace_id: caller.workspace_id,
             sees_every_conversation: caller.role == Role::Agent,

@@ -1,69 +1,16 @@
-//! The conversation and its status.
+//! The conversation.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::flow::FlowRun;
+pub use super::status::Status;
 use super::values::{AgentRef, ConversationId, Micros, VisitorId};
 
 /// The tenant a conversation belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WorkspaceId(pub i64);
-
-/// OPEN, PENDING or CLOSED.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Live: visitors and agents write.
-    Open,
-    /// Waiting on the visitor.
-    Pending,
-    /// Done; accepts no messages until reopened or restarted.
-    Closed,
-}
-
-impl Status {
-    /// Every status, in Inbox tab order.
-    pub const ALL: [Status; 3] = [Status::Open, Status::Pending, Status::Closed];
-
-    /// Its place in [`Status::ALL`].
-    pub fn index(self) -> usize {
-        match self {
-            Self::Open => 0,
-            Self::Pending => 1,
-            Self::Closed => 2,
-        }
-    }
-
-    /// The name used in storage.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Pending => "pending",
-            Self::Closed => "closed",
-        }
-    }
-
-    /// Reads the storage name back.
-    pub fn from_stored(value: &str) -> Option<Self> {
-        match value {
-            "open" => Some(Self::Open),
-            "pending" => Some(Self::Pending),
-            "closed" => Some(Self::Closed),
-            _ => None,
-        }
-    }
-
-    /// How a sentence names the status.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Open => "Open",
-            Self::Pending => "Pending",
-            Self::Closed => "Closed",
-        }
-    }
-}
 
 /// A live-chat conversation between one visitor and the sales team.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::conversation::Status;
+use super::status::Status;
 use super::values::{
     AgentRef, Channel, ConversationId, DisplayName, HttpsUrl, Label, MessageId, MessageText,
     Micros, VisitorId,

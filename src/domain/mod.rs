@@ -8,6 +8,7 @@ pub mod flow;
 pub mod lifecycle;
 pub mod message;
 pub mod scope;
+pub mod status;
 pub mod values;
 
 pub use conversation::{Conversation, Status, WorkspaceId};

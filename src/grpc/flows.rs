@@ -219,7 +219,7 @@ fn to_pb_flow(view: &FlowView) -> pb::Flow {
 
 #[tonic::async_trait]
 impl FlowService for FlowsApi {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_flow(
         &self,
         request: Request<pb::CreateFlowRequest>,
@@ -235,7 +235,7 @@ impl FlowService for FlowsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_flow(
         &self,
         request: Request<pb::GetFlowRequest>,
@@ -259,7 +259,7 @@ impl FlowService for FlowsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_flows(
         &self,
         request: Request<pb::ListFlowsRequest>,
@@ -271,7 +271,7 @@ impl FlowService for FlowsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn update_flow(
         &self,
         request: Request<pb::UpdateFlowRequest>,
@@ -292,7 +292,7 @@ impl FlowService for FlowsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_default_flow(
         &self,
         request: Request<pb::SetDefaultFlowRequest>,

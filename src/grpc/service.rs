@@ -153,7 +153,7 @@ impl tokio_stream::Stream for WatchEventsStream {
 impl ConversationService for ConversationsApi {
     type WatchEventsStream = WatchEventsStream;
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn watch_events(
         &self,
         request: Request<pb::WatchEventsRequest>,
@@ -178,7 +178,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_events(
         &self,
         request: Request<pb::ListEventsRequest>,
@@ -207,7 +207,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn start_conversation(
         &self,
         request: Request<pb::StartConversationRequest>,
@@ -238,7 +238,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_conversation(
         &self,
         request: Request<pb::GetConversationRequest>,
@@ -261,7 +261,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_conversations(
         &self,
         request: Request<pb::ListConversationsRequest>,
@@ -299,7 +299,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
@@ -341,7 +341,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,
@@ -372,7 +372,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn close_conversation(
         &self,
         request: Request<pb::CloseConversationRequest>,
@@ -395,7 +395,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn mark_conversation_pending(
         &self,
         request: Request<pb::MarkConversationPendingRequest>,
@@ -418,7 +418,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn reopen_conversation(
         &self,
         request: Request<pb::ReopenConversationRequest>,
@@ -441,7 +441,7 @@ impl ConversationService for ConversationsApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn restart_conversation(
         &self,
         request: Request<pb::RestartConversationRequest>,

@@ -78,7 +78,8 @@ pub struct WriteRequest {
     pub request_id: Option<RequestId>,
     /// The RPC, remembered with the request id.
     pub method: &'static str,
-    /// A hash of the request, remembered with the request id.
+    /// A hash of the request, remembered with the request id (empty without
+    /// one).
     pub fingerprint: Vec<u8>,
     /// What to do.
     pub command: Command,
