@@ -252,20 +252,13 @@ fn main() -> Result<()> {
 async fn run(args: &Args) -> Result<()> {
     let sizes = Sizes::of(args)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (json_path, svg_path) = match (sizes.smoke, &args.json, &args.svg) {
-        (_, Some(json), Some(svg)) => (json.clone(), svg.clone()),
-        (true, json, svg) => (
-            json.clone()
-                .unwrap_or_else(|| root.join("target/bench/smoke.json")),
-            svg.clone()
-                .unwrap_or_else(|| root.join("target/bench/smoke.svg")),
-        ),
-        (false, json, svg) => (
-            json.clone()
-                .unwrap_or_else(|| root.join("target/bench/bench.json")),
-            svg.clone().unwrap_or_else(|| root.join("docs/bench.svg")),
-        ),
+    let (json_default, svg_default) = if sizes.smoke {
+        ("target/bench/smoke.json", "target/bench/smoke.svg")
+    } else {
+        ("target/bench/bench.json", "docs/bench.svg")
     };
+    let json_path = args.json.clone().unwrap_or_else(|| root.join(json_default));
+    let svg_path = args.svg.clone().unwrap_or_else(|| root.join(svg_default));
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
     let started = Instant::now();
@@ -1371,10 +1364,14 @@ impl Streams {
         }
     }
 
-    /// Waits for the streams to deliver up to `head`, closes them, and
-    /// compares what each received with `ListEvents` for its filter.
-    async fn check(self, api: &Api, head: i64, writes: Throughput) -> Result<Delivery> {
-        let (lagging, drain) = self.wait_for(head, DRAIN_TIMEOUT).await;
+    /// Call when the writers are done: reads the head, waits for the
+    /// streams to deliver up to it, closes them, and compares what each
+    /// received with `ListEvents` for its filter.
+    async fn check(self, api: &Api, writes: Throughput) -> Result<Delivery> {
+        let writes_ended = Instant::now();
+        let head = api.head().await?;
+        let (lagging, _) = self.wait_for(head, DRAIN_TIMEOUT).await;
+        let drain = writes_ended.elapsed();
         self.stop.send_replace(true);
         let mut logs = Vec::new();
         for watcher in self.watchers {
@@ -1494,7 +1491,8 @@ struct Delivery {
     events: usize,
     /// Commit→delivery: event `create_time` to its arrival at the client.
     latency: Stats,
-    /// From the last write to the last stream reaching the head.
+    /// From the end of the writes until every stream had reached the head
+    /// (an upper bound: reading the head queues behind the streams' reads).
     drain_seconds: f64,
     /// Streams that had not reached the head when the bench stopped waiting.
     lagging: usize,
@@ -1520,8 +1518,7 @@ async fn fan_out(server: &Server, api: &Api, pool: &Pool, sizes: &Sizes) -> Resu
     )
     .await?;
     let writes = write_mix(api, pool, FAN_OUT_WRITERS, sizes.timed()).await?;
-    let head = api.head().await?;
-    streams.check(api, head, writes).await
+    streams.check(api, writes).await
 }
 
 /// Server memory with idle streams open.
@@ -1563,8 +1560,7 @@ async fn many_streams(
             / streams.opened.max(1) as f64,
     };
     let writes = write_mix(api, &pool, FAN_OUT_WRITERS, sizes.timed()).await?;
-    let head = api.head().await?;
-    Ok((memory, streams.check(api, head, writes).await?))
+    Ok((memory, streams.check(api, writes).await?))
 }
 
 /// Brings the fresh server to a steady state before its memory is read: its
@@ -1586,8 +1582,7 @@ async fn warm_up(server: &Server, api: &Api, pool: &Pool, sizes: &Sizes) -> Resu
     write_mix(api, pool, FAN_OUT_WRITERS, Duration::from_secs(1)).await?;
     let few = pool.first(100);
     let streams = Streams::open(server, api, &few, 1, sizes.stream_connections).await?;
-    let head = api.head().await?;
-    streams.check(api, head, Throughput::default()).await?;
+    streams.check(api, Throughput::default()).await?;
     Ok(())
 }
 
@@ -1863,7 +1858,7 @@ impl Report {
             row(
                 &format!("{name}: commit->delivery"),
                 format!(
-                    "{} events, drained {:.2} s after the writes",
+                    "{} events, all delivered {:.2} s after the writes",
                     thousands(d.events as f64),
                     d.drain_seconds
                 ),
@@ -1988,9 +1983,24 @@ fn errors(t: &Throughput) -> String {
 /// (right axis).
 fn draw_chart(report: &Report, path: &Path) -> Result<()> {
     use plotters::prelude::*;
-    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(600);
+    let (body, footer) = root.split_vertically(475);
+    let (left, right) = body.split_horizontally(600);
+    let sizes = &report.sizes;
+    footer.draw_text(
+        &format!(
+            "{} conversations, {} events seeded; {} s per phase; {} cores, load average {:.1} at the start{}",
+            thousands(report.seed.conversations as f64),
+            thousands(report.seed.events as f64),
+            sizes.seconds,
+            report.cores,
+            report.load_at_start,
+            if sizes.smoke { "; --smoke" } else { "" },
+        ),
+        &("sans-serif", 13).into_text_style(&footer).color(&BLACK.mix(0.6)),
+        (16, 6),
+    )?;
 
     let health = report.health.per_second;
     let naive = report.naive_sqlx.per_second;
