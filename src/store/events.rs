@@ -22,9 +22,19 @@ pub async fn read(
     up_to: i64,
     limit: i64,
 ) -> Result<Vec<Event>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "SELECT sequence, event_id, conversation_id, create_time, payload FROM events WHERE workspace_id = ",
-    );
+    // A conversation's events are few among its workspace's: read them by
+    // the conversation's index, which SQLite would otherwise pass over for
+    // the primary key's range (it has no statistics to know better).
+    let mut query = QueryBuilder::<Sqlite>::new(match scope.conversation_id {
+        Some(_) => {
+            "SELECT sequence, event_id, conversation_id, create_time, payload \
+             FROM events INDEXED BY events_by_conversation WHERE workspace_id = "
+        }
+        None => {
+            "SELECT sequence, event_id, conversation_id, create_time, payload \
+             FROM events WHERE workspace_id = "
+        }
+    });
     query
         .push_bind(scope.workspace_id.0)
         .push(" AND sequence > ")

@@ -277,8 +277,8 @@ async fn every_list_query_is_a_range_read_of_its_own_index_without_a_sort() {
             "sqlite_autoindex_events_1",
         ),
         (
-            "SELECT * FROM events WHERE workspace_id = 1 AND sequence > 0 AND sequence <= 9 \
-             AND conversation_id = 'c' ORDER BY sequence LIMIT 256"
+            "SELECT * FROM events INDEXED BY events_by_conversation WHERE workspace_id = 1 \
+             AND sequence > 0 AND sequence <= 9 AND conversation_id = 'c' ORDER BY sequence LIMIT 256"
                 .to_owned(),
             "events_by_conversation",
         ),
