@@ -238,6 +238,11 @@ impl Sizes {
     }
 }
 
+/// The same allocator as the `conversations` binary: the bench's child is
+/// the server under test.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
