@@ -832,6 +832,7 @@ async fn seed(db: &Path, sizes: &Sizes) -> Result<Seeded> {
         }
     }
     ticker.abort();
+    app.stop().await;
     app.store().close().await;
     drop(application);
 

@@ -213,6 +213,7 @@ impl Application {
         health.set_serving::<FlowServiceServer<FlowsApi>>().await;
 
         let purger = tokio::spawn(purge_request_ids(self.app.clone()));
+
         let store = self.app.store().clone();
         let app = self.app.clone();
         tracing::info!(address = %self.local_addr, "serving conversations.v1.ConversationService");

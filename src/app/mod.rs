@@ -97,6 +97,9 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+/// How often the WAL is checkpointed beside the writer.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The use cases, over one store, its writer and its feed.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -104,6 +107,7 @@ pub struct App {
     writer: Writer,
     feed: Feed,
     keys: auth::KeyCache,
+    checkpointer: std::sync::Arc<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -115,11 +119,13 @@ impl App {
         let feed = Feed::open(store.clone(), feed).await?;
         let writer = Writer::start(store.clone(), feed.clone());
         let keys = auth::KeyCache::start(store.clone());
+        let checkpointer = std::sync::Arc::new(tokio::spawn(checkpoint(store.clone())));
         Ok(Self {
             store,
             writer,
             feed,
             keys,
+            checkpointer,
         })
     }
 
@@ -139,10 +145,24 @@ impl App {
         self.feed.begin_shutdown();
     }
 
-    /// Finishes the writes queued, then stops the writer and the key watch.
-    /// Call it once no more calls come in.
+    /// Finishes the writes queued, then stops the writer, the key watch and
+    /// the checkpoints. Call it once no more calls come in.
     pub async fn stop(&self) {
         self.writer.stop().await;
         self.keys.stop();
+        self.checkpointer.abort();
+    }
+}
+
+/// Checkpoints the WAL beside the writer (whose commits do not, so that a
+/// checkpoint never stalls a batch), so that it does not grow without bound.
+async fn checkpoint(store: Store) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(error) = store.checkpoint().await {
+            tracing::warn!(%error, "could not checkpoint the WAL");
+        }
     }
 }

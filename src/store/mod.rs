@@ -82,19 +82,24 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = |connections: u32| {
+        let pool = |connections: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_lazy_with(options.clone())
+                .connect_lazy_with(options)
         };
-        let admin = pool(1);
+        let admin = pool(1, options.clone());
         sqlx::migrate!("./migrations").run(&admin).await?;
+        // The batch writer's commits never run a checkpoint themselves (a
+        // checkpoint copies pages into the database file and syncs it, which
+        // would stall every caller of that batch); `checkpoint` does it
+        // beside them.
+        let batch = pool(1, options.clone().pragma("wal_autocheckpoint", "0"));
         Ok(Self {
-            batch: pool(1),
+            batch,
             admin,
-            reader: pool(4),
-            feed: pool(2),
+            reader: pool(4, options.clone()),
+            feed: pool(2, options),
         })
     }
 
@@ -135,6 +140,16 @@ impl Store {
             .await
             .map_err(|e| StoreError::Corrupt(format!("commit task failed: {e}")))??;
         Ok(())
+    }
+
+    /// Copies what the WAL holds into the database file as far as readers
+    /// allow (SQLite's PASSIVE checkpoint, which never blocks a writer);
+    /// returns the WAL's size in pages before it.
+    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&self.admin)
+            .await?;
+        Ok(sqlx::Row::try_get(&row, 1)?)
     }
 
     /// Closes every pool; the last connection to close checkpoints the WAL.

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Outcome, WriteError, WriteRequest};
+use super::{Outcome, WriteError, WriteRequest, cache::Cache};
 use crate::{
     domain::{
         Conversation, WorkspaceId,
@@ -105,22 +105,35 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// Reads, in a few statements, what `requests` need: their
-    /// conversations, remembered request ids and workspace counters.
-    pub async fn load(tx: &mut BatchTx, requests: &[&WriteRequest]) -> Result<Self, StoreError> {
-        let mut ids = Vec::new();
-        let mut seen = HashSet::new();
+    /// Gathers what `requests` need: their conversations and workspace
+    /// counters (from `cache`, else in one statement each), and their
+    /// remembered request ids.
+    pub async fn load(
+        tx: &mut BatchTx,
+        requests: &[&WriteRequest],
+        cache: &mut Cache,
+    ) -> Result<Self, StoreError> {
+        let mut conversations = HashMap::new();
+        let mut missing = Vec::new();
         for id in requests.iter().filter_map(|r| r.command.conversation_id()) {
-            if seen.insert(id) {
-                ids.push(id);
+            if conversations.contains_key(id) || missing.contains(&id) {
+                continue;
+            }
+            match cache.conversation(id) {
+                Some(found) => {
+                    conversations.insert(id.clone(), found);
+                }
+                None => missing.push(id),
             }
         }
-        let conversations = tx
-            .conversations(&ids)
-            .await?
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
+        if !missing.is_empty() {
+            conversations.extend(
+                tx.conversations(&missing)
+                    .await?
+                    .into_iter()
+                    .map(|c| (c.id.clone(), c)),
+            );
+        }
         let keys: Vec<_> = requests
             .iter()
             .filter_map(|r| r.request_id.as_ref().map(|id| (r.workspace_id, id)))
@@ -131,10 +144,22 @@ impl Batch {
             .into_iter()
             .map(|(workspace, request_id, record)| ((workspace, request_id), record))
             .collect();
-        let mut workspaces: Vec<_> = requests.iter().map(|r| r.workspace_id).collect();
-        workspaces.sort_unstable_by_key(|w| w.0);
-        workspaces.dedup();
-        let tallies = tx.tallies(&workspaces).await?;
+        let mut tallies = HashMap::new();
+        let mut unknown = Vec::new();
+        for workspace in requests.iter().map(|r| r.workspace_id) {
+            if tallies.contains_key(&workspace) || unknown.contains(&workspace) {
+                continue;
+            }
+            match cache.tally(workspace) {
+                Some(tally) => {
+                    tallies.insert(workspace, tally);
+                }
+                None => unknown.push(workspace),
+            }
+        }
+        if !unknown.is_empty() {
+            tallies.extend(tx.tallies(&unknown).await?);
+        }
         Ok(Self {
             conversations,
             records,

@@ -27,6 +27,7 @@
 //! never decides a rule itself.
 
 mod batch;
+mod cache;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -138,6 +139,7 @@ impl Writer {
             store,
             feed,
             flows: HashMap::new(),
+            cache: cache::Cache::default(),
         };
         let handle = tokio::spawn(task.run(jobs, stopped));
         Self {
@@ -179,6 +181,8 @@ struct WriterTask {
     feed: Feed,
     /// Flow versions by (workspace, flow id, version): immutable once written.
     flows: HashMap<(WorkspaceId, String, i64), CachedFlow>,
+    /// Conversations and counters as the last commits left them.
+    cache: cache::Cache,
 }
 
 impl WriterTask {
@@ -215,7 +219,13 @@ impl WriterTask {
     /// alone; then publishes and answers.
     async fn process(&mut self, jobs: Vec<Job>) {
         let requests: Vec<&WriteRequest> = jobs.iter().map(|j| &j.request).collect();
-        match self.commit(&requests).await {
+        let committed = self.commit(&requests).await;
+        if committed.is_err() {
+            // Whether the failed transaction left anything behind is not
+            // known for sure: read everything afresh.
+            self.cache.clear();
+        }
+        match committed {
             Ok(done) => self.finish(jobs, done),
             Err(error) if jobs.len() == 1 => {
                 tracing::error!(%error, "a write failed");
@@ -229,6 +239,7 @@ impl WriterTask {
                     match self.commit(&[&job.request]).await {
                         Ok(done) => self.finish(vec![job], done),
                         Err(error) => {
+                            self.cache.clear();
                             tracing::error!(%error, "a write failed");
                             let _ = job.reply.send(Err(WriteError::Store(error)));
                         }
@@ -248,8 +259,9 @@ impl WriterTask {
 
     /// One transaction: load, decide each request in order, write, commit.
     async fn commit(&mut self, requests: &[&WriteRequest]) -> Result<batch::Done, StoreError> {
+        let started = std::time::Instant::now();
         let mut tx = self.store.begin_batch().await?;
-        let mut state = batch::Batch::load(&mut tx, requests).await?;
+        let mut state = batch::Batch::load(&mut tx, requests, &mut self.cache).await?;
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             let current = match state.begin(request)? {
@@ -274,6 +286,13 @@ impl WriterTask {
         let writes = state.into_writes();
         tx.apply(&writes).await?;
         tx.commit().await?;
+        tracing::debug!(
+            commands = requests.len(),
+            events = writes.events.len(),
+            took = ?started.elapsed(),
+            "batch committed"
+        );
+        self.cache.committed(&writes.conversations, &writes.tallies);
         Ok(batch::Done {
             answers,
             events: writes.events,
