@@ -73,15 +73,7 @@ impl Store {
     /// Opens (creating if missing) the SQLite file at `path` and applies the
     /// embedded migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: an acknowledged mutation survives a power cut, not only a
-            // crash of this process.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+        let options = connect_options(path)?;
         let pool = |connections: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
@@ -159,6 +151,21 @@ impl Store {
         self.admin.close().await;
         self.batch.close().await;
     }
+}
+
+/// How every connection to the database file is opened: WAL, FULL sync,
+/// foreign keys, a 10 s busy timeout. Public so that baselines (the bench's
+/// naive loop) measure SQLite with exactly these pragmas.
+pub fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite:")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: an acknowledged mutation survives a power cut, not only a
+        // crash of this process.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10)))
 }
 
 /// Rows of `columns` bound values that fit in one statement, under SQLite's
