@@ -122,16 +122,11 @@ impl App {
             0 => DEFAULT_EVENT_PAGE,
             n => n.min(MAX_EVENT_PAGE),
         } as usize;
-        let (head, events) = self.feed.page(&scope, query.after_sequence, limit).await?;
-        let next_after_sequence = match events.last() {
-            Some(last) if events.len() == limit => last.sequence,
-            // Fewer than asked: everything up to the head was scanned.
-            _ => head,
-        };
+        let read = self.feed.page(&scope, query.after_sequence, limit).await?;
         Ok(EventPage {
-            events,
-            next_after_sequence,
-            head_sequence: head,
+            events: read.events,
+            next_after_sequence: read.scanned,
+            head_sequence: read.head,
         })
     }
 

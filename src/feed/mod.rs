@@ -108,6 +108,17 @@ impl FeedEnd {
     }
 }
 
+/// Events read after a cursor.
+#[derive(Debug)]
+pub struct FeedRead {
+    /// The events in scope, in order.
+    pub events: Vec<Arc<Event>>,
+    /// Every event up to this sequence was looked at, matched or not.
+    pub scanned: i64,
+    /// The workspace's head the read was made against.
+    pub head: i64,
+}
+
 /// An open stream: items until the channel closes, then perhaps why.
 pub struct Subscription {
     /// Items in order.
@@ -159,43 +170,63 @@ impl Feed {
         self.hub.log(workspace).head()
     }
 
-    /// Up to `limit` events in `scope` after `after`, and the head they were
-    /// read against: from memory when the window still holds them.
+    /// Up to `limit` events in `scope` after `after`, how far that read got
+    /// and the head it was read against: from memory when the window still
+    /// holds them.
     pub async fn page(
         &self,
         scope: &EventScope,
         after: i64,
         limit: usize,
-    ) -> Result<(i64, Vec<Arc<Event>>), StoreError> {
+    ) -> Result<FeedRead, StoreError> {
         let log = self.hub.log(scope.workspace_id);
-        let limit = limit.max(1);
-        match log.scan(scope, after, limit, None) {
-            Recent::Events { events, head, .. } => Ok((head, events)),
-            Recent::Older { head } => {
-                let events = self.read_store(scope, after, head, limit).await?;
-                Ok((head, events))
-            }
-        }
+        self.read(&log, scope, after, limit.max(1), None).await
     }
 
-    async fn read_store(
+    /// The next read after `after`: a scan of the window, or of the store up
+    /// to the window's head when the cursor is older than the window. A scan
+    /// that reaches the head clears `signal`'s pending flag.
+    async fn read(
         &self,
+        log: &hub::Log,
         scope: &EventScope,
         after: i64,
-        up_to: i64,
         limit: usize,
-    ) -> Result<Vec<Arc<Event>>, StoreError> {
-        let mut tx = self.store.begin_feed_read().await?;
-        let events = events::read(
-            &mut tx,
-            scope,
-            after,
-            up_to,
-            i64::try_from(limit).unwrap_or(i64::MAX),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(events.into_iter().map(Arc::new).collect())
+        signal: Option<&hub::Signal>,
+    ) -> Result<FeedRead, StoreError> {
+        match log.scan(scope, after, limit, signal) {
+            Recent::Events {
+                events,
+                scanned,
+                head,
+            } => Ok(FeedRead {
+                events,
+                scanned,
+                head,
+            }),
+            Recent::Older { head } => {
+                let mut tx = self.store.begin_feed_read().await?;
+                let events = events::read(
+                    &mut tx,
+                    scope,
+                    after,
+                    head,
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                )
+                .await?;
+                tx.commit().await?;
+                // A short batch scanned everything up to the head.
+                let scanned = match events.last() {
+                    Some(last) if events.len() == limit => last.sequence,
+                    _ => head,
+                };
+                Ok(FeedRead {
+                    events: events.into_iter().map(Arc::new).collect(),
+                    scanned,
+                    head,
+                })
+            }
+        }
     }
 
     /// Opens a stream of `scope` after `after`, which ends (with
@@ -288,37 +319,25 @@ impl Producer {
             if *self.shutdown.borrow() {
                 return Err(self.ending(FeedEnd::ShuttingDown { last_sequence: 0 }));
             }
-            let scanned = self.registration.log.scan(
-                &self.scope,
-                self.sent,
-                limit,
-                Some(&self.registration.signal),
-            );
-            let (events, scanned, head) = match scanned {
-                Recent::Events {
-                    events,
-                    scanned,
-                    head,
-                } => (events, scanned, head),
-                Recent::Older { head } => {
-                    match self
-                        .feed
-                        .read_store(&self.scope, self.sent, head, limit)
-                        .await
-                    {
-                        Ok(events) => {
-                            // A short batch scanned everything up to the head.
-                            let scanned = match events.last() {
-                                Some(last) if events.len() == limit => last.sequence,
-                                _ => head,
-                            };
-                            (events, scanned, head)
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "event feed read failed");
-                            return Err(self.ending(FeedEnd::Failed { last_sequence: 0 }));
-                        }
-                    }
+            let read = self
+                .feed
+                .read(
+                    &self.registration.log,
+                    &self.scope,
+                    self.sent,
+                    limit,
+                    Some(&self.registration.signal),
+                )
+                .await;
+            let FeedRead {
+                events,
+                scanned,
+                head,
+            } = match read {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(%error, "event feed read failed");
+                    return Err(self.ending(FeedEnd::Failed { last_sequence: 0 }));
                 }
             };
             for event in events {

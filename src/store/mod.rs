@@ -135,13 +135,12 @@ impl Store {
     }
 
     /// Copies what the WAL holds into the database file as far as readers
-    /// allow (SQLite's PASSIVE checkpoint, which never blocks a writer);
-    /// returns the WAL's size in pages before it.
-    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&self.admin)
+    /// allow (SQLite's PASSIVE checkpoint, which never blocks a writer).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.admin)
             .await?;
-        Ok(sqlx::Row::try_get(&row, 1)?)
+        Ok(())
     }
 
     /// Closes every pool; the last connection to close checkpoints the WAL.

@@ -219,13 +219,7 @@ impl WriterTask {
     /// alone; then publishes and answers.
     async fn process(&mut self, jobs: Vec<Job>) {
         let requests: Vec<&WriteRequest> = jobs.iter().map(|j| &j.request).collect();
-        let committed = self.commit(&requests).await;
-        if committed.is_err() {
-            // Whether the failed transaction left anything behind is not
-            // known for sure: read everything afresh.
-            self.cache.clear();
-        }
-        match committed {
+        match self.commit(&requests).await {
             Ok(done) => self.finish(jobs, done),
             Err(error) if jobs.len() == 1 => {
                 tracing::error!(%error, "a write failed");
@@ -239,7 +233,6 @@ impl WriterTask {
                     match self.commit(&[&job.request]).await {
                         Ok(done) => self.finish(vec![job], done),
                         Err(error) => {
-                            self.cache.clear();
                             tracing::error!(%error, "a write failed");
                             let _ = job.reply.send(Err(WriteError::Store(error)));
                         }
@@ -258,7 +251,17 @@ impl WriterTask {
     }
 
     /// One transaction: load, decide each request in order, write, commit.
+    /// Whether a failed transaction left anything behind is not known for
+    /// sure, so after any failure the cache is forgotten and read afresh.
     async fn commit(&mut self, requests: &[&WriteRequest]) -> Result<batch::Done, StoreError> {
+        let committed = self.try_commit(requests).await;
+        if committed.is_err() {
+            self.cache.clear();
+        }
+        committed
+    }
+
+    async fn try_commit(&mut self, requests: &[&WriteRequest]) -> Result<batch::Done, StoreError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin_batch().await?;
         let mut state = batch::Batch::load(&mut tx, requests, &mut self.cache).await?;
