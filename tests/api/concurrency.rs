@@ -600,3 +600,164 @@ async fn racing_mutations_leave_a_consistent_thread() {
     assert_eq!(texts, succeeded_texts);
     app.stop().await;
 }
+
+/// A status change by Dana at `etag` ("" = any version), as a future that
+/// answers only whether it applied.
+async fn change(
+    client: &mut Client,
+    id: &str,
+    action: Action,
+    etag: &str,
+) -> Result<(), tonic::Status> {
+    match action {
+        Action::Close => client
+            .close_conversation(close_at(id, etag, ""))
+            .await
+            .map(|_| ()),
+        Action::Pending => client
+            .mark_conversation_pending(mark_pending_at(id, etag))
+            .await
+            .map(|_| ()),
+        Action::Reopen => client
+            .reopen_conversation(reopen_at(id, etag))
+            .await
+            .map(|_| ()),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Close,
+    Pending,
+    Reopen,
+}
+
+/// What the status table allows from each status.
+fn allowed_from(status: ConversationStatus) -> &'static [Action] {
+    match status {
+        ConversationStatus::Open => &[Action::Close, Action::Pending],
+        ConversationStatus::Pending => &[Action::Close, Action::Reopen],
+        _ => &[Action::Reopen],
+    }
+}
+
+const MANY_RACERS: usize = 50;
+
+#[tokio::test]
+async fn fifty_racing_changes_with_one_etag_let_exactly_one_apply_from_every_status() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let racers_clients = clients(&app, MANY_RACERS).await;
+    for (visitor, from) in [
+        ("v-open", ConversationStatus::Open),
+        ("v-pending", ConversationStatus::Pending),
+        ("v-closed", ConversationStatus::Closed),
+    ] {
+        let id = start(&mut agent, visitor).await.conversation_id;
+        match from {
+            ConversationStatus::Pending => change(&mut agent, &id, Action::Pending, "").await,
+            ConversationStatus::Closed => change(&mut agent, &id, Action::Close, "").await,
+            _ => Ok(()),
+        }
+        .expect("set up the starting status");
+        let before = get(&mut agent, &id, "").await;
+        assert_eq!(before.status(), from);
+        let barrier = Arc::new(Barrier::new(MANY_RACERS));
+        let mut racers = JoinSet::new();
+        for (i, mut client) in racers_clients.iter().cloned().enumerate() {
+            let (id, etag, barrier) = (id.clone(), before.etag.clone(), barrier.clone());
+            // Every action the status allows, so that only the etag can stop
+            // the losers.
+            let actions = allowed_from(from);
+            let action = actions[i % actions.len()];
+            racers.spawn(async move {
+                barrier.wait().await;
+                change(&mut client, &id, action, &etag).await
+            });
+        }
+        let results = racers.join_all().await;
+
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "exactly one change from {from:?} applies"
+        );
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_etag_mismatch(refused);
+        }
+        let after = get(&mut agent, &id, "").await;
+        assert_ne!(after.status(), from);
+        assert_ne!(after.etag, before.etag, "the winner moved the etag");
+        assert_eq!(
+            thread(&mut agent, &id, "").await.len(),
+            before.message_count as usize + 1,
+            "one transactional message"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn five_hundred_racing_transitions_leave_a_valid_status_chain_on_the_feed() {
+    const TRANSITIONS: usize = 500;
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let id = start(&mut agent, "v-1").await.conversation_id;
+    let connections = clients(&app, 25).await;
+    let barrier = Arc::new(Barrier::new(TRANSITIONS));
+    let mut racers = JoinSet::new();
+    for i in 0..TRANSITIONS {
+        let mut client = connections[i % connections.len()].clone();
+        let (id, barrier) = (id.clone(), barrier.clone());
+        let action = [Action::Close, Action::Pending, Action::Reopen][i % 3];
+        racers.spawn(async move {
+            barrier.wait().await;
+            change(&mut client, &id, action, "").await
+        });
+    }
+    let results = racers.join_all().await;
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        // Only the status table may refuse: nothing failed or timed out.
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+    let applied = results.iter().filter(|r| r.is_ok()).count();
+    assert!(applied > 0, "some transitions applied");
+
+    // Every StatusChanged of the conversation, from the feed.
+    let mut chain = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = agent
+            .list_events(pb::ListEventsRequest {
+                after_sequence: after,
+                conversation_id: id.clone(),
+                event_types: vec![pb::EventType::StatusChanged.into()],
+                page_size: 200,
+                ..Default::default()
+            })
+            .await
+            .expect("list events")
+            .into_inner();
+        for event in &page.events {
+            match &event.payload {
+                Some(pb::event::Payload::StatusChanged(changed)) => {
+                    chain.push((changed.from_status(), changed.to_status()));
+                }
+                other => panic!("a filtered page holds {other:?}"),
+            }
+        }
+        if page.next_after_sequence >= page.head_sequence || page.events.is_empty() {
+            break;
+        }
+        after = page.next_after_sequence;
+    }
+    assert_eq!(chain.len(), applied, "one StatusChanged per applied call");
+    let mut status = ConversationStatus::Open;
+    for (step, (from, to)) in chain.iter().enumerate() {
+        assert_eq!(*from, status, "step {step} starts where the last ended");
+        assert_ne!(from, to, "step {step} changes the status");
+        status = *to;
+    }
+    assert_eq!(get(&mut agent, &id, "").await.status(), status);
+    app.stop().await;
+}
