@@ -105,7 +105,7 @@ impl App {
         Ok(EventScope {
             workspace_id: caller.workspace_id,
             conversation_id: query.conversation_id.clone(),
-            everyone_only: caller.role == Role::Visitor,
+            everyone_only: !caller.role.sees_agents_only(),
             kinds: query.kinds.clone(),
         })
     }

@@ -237,7 +237,7 @@ impl App {
             None => 0,
         };
         let limit = page_limit(page_size);
-        let everyone_only = caller.role == Role::Visitor;
+        let everyone_only = !caller.role.sees_agents_only();
         let mut tx = self.store.begin_read().await?;
         conversations::get(&mut tx, caller.workspace_id, id)
             .await?

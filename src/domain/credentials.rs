@@ -32,6 +32,16 @@ impl Role {
         }
     }
 
+    /// Whether the role may see what only agents see: agents-only messages
+    /// and their events and counts, which channel an agent acted from, and
+    /// the answers a flow collected. Visitors see none of it, anywhere.
+    pub fn sees_agents_only(self) -> bool {
+        match self {
+            Self::Agent | Self::Admin => true,
+            Self::Visitor => false,
+        }
+    }
+
     /// Reads the storage name back.
     pub fn from_stored(value: &str) -> Option<Self> {
         match value {

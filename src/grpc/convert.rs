@@ -266,19 +266,23 @@ pub fn event_kinds(fields: &mut Fields, values: &[i32]) -> Vec<EventKind> {
 
 // ---- domain to protobuf ----
 
-fn to_flow_progress(run: &FlowRun) -> pb::FlowProgress {
+/// A flow run; its answers only for roles that see agents-only data.
+fn to_flow_progress(run: &FlowRun, role: Role) -> pb::FlowProgress {
     pb::FlowProgress {
         flow_id: run.flow_id.clone(),
         flow_version: run.version,
         current_step: i32::try_from(run.step).unwrap_or(i32::MAX),
-        answers: run
-            .answers
-            .iter()
-            .map(|a| pb::FlowAnswer {
-                key: a.key.as_str().to_owned(),
-                value: a.value.clone(),
-            })
-            .collect(),
+        answers: if role.sees_agents_only() {
+            run.answers
+                .iter()
+                .map(|a| pb::FlowAnswer {
+                    key: a.key.as_str().to_owned(),
+                    value: a.value.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         status: match run.status {
             RunStatus::AwaitingAnswer => pb::FlowRunStatus::AwaitingAnswer,
             RunStatus::HandedOff => pb::FlowRunStatus::HandedOff,
@@ -306,11 +310,11 @@ pub fn to_event(event: &Event, role: Role) -> pb::Event {
         } => Payload::StatusChanged(pb::StatusChanged {
             from_status: to_status(*from).into(),
             to_status: to_status(*to).into(),
-            actor: Some(to_author(actor)),
+            actor: Some(to_author(actor, role)),
             conversation: Some(to_conversation(conversation, role)),
         }),
         EventPayload::MessagePosted { message } => Payload::MessagePosted(pb::MessagePosted {
-            message: Some(to_message(message)),
+            message: Some(to_message(message, role)),
         }),
     };
     pb::Event {
@@ -348,6 +352,16 @@ pub fn to_status(status: Status) -> pb::ConversationStatus {
     }
 }
 
+/// Which channel an agent acted from, for roles that may know it; the
+/// others see CHANNEL_UNSPECIFIED.
+fn to_agent_channel(channel: Channel, role: Role) -> pb::Channel {
+    if role.sees_agents_only() {
+        to_channel(channel)
+    } else {
+        pb::Channel::Unspecified
+    }
+}
+
 fn to_channel(channel: Channel) -> pb::Channel {
     match channel {
         Channel::Unspecified => pb::Channel::Unspecified,
@@ -358,11 +372,11 @@ fn to_channel(channel: Channel) -> pb::Channel {
     }
 }
 
-fn to_agent(agent: &AgentRef) -> pb::AgentRef {
+fn to_agent(agent: &AgentRef, role: Role) -> pb::AgentRef {
     pb::AgentRef {
         agent_id: agent.agent_id.as_str().to_owned(),
         display_name: agent.display_name.as_str().to_owned(),
-        channel: to_channel(agent.channel).into(),
+        channel: to_agent_channel(agent.channel, role).into(),
     }
 }
 
@@ -372,22 +386,23 @@ pub fn to_conversation(c: &Conversation, role: Role) -> pb::Conversation {
         conversation_id: c.id.as_str().to_owned(),
         status: to_status(c.status).into(),
         visitor_id: c.visitor_id.as_str().to_owned(),
-        assignee: c.assignee.as_ref().map(to_agent),
+        assignee: c.assignee.as_ref().map(|a| to_agent(a, role)),
         create_time: Some(to_timestamp(c.create_time)),
         update_time: Some(to_timestamp(c.update_time)),
         status_change_time: Some(to_timestamp(c.status_change_time)),
         close_time: c.close_time.map(to_timestamp),
         etag: c.etag(),
-        message_count: match role {
-            Role::Agent | Role::Admin => c.message_count,
-            Role::Visitor => c.everyone_message_count,
+        message_count: if role.sees_agents_only() {
+            c.message_count
+        } else {
+            c.everyone_message_count
         },
         restart_available: c.restart_available(),
-        flow: c.flow.as_ref().map(to_flow_progress),
+        flow: c.flow.as_ref().map(|run| to_flow_progress(run, role)),
     }
 }
 
-fn to_author(author: &Author) -> pb::Author {
+fn to_author(author: &Author, role: Role) -> pb::Author {
     let (kind, id) = match author {
         Author::Visitor { visitor_id } => (pb::AuthorKind::Visitor, visitor_id.as_str()),
         Author::Agent(agent) => (pb::AuthorKind::Agent, agent.agent_id.as_str()),
@@ -398,7 +413,11 @@ fn to_author(author: &Author) -> pb::Author {
         kind: kind.into(),
         id: id.to_owned(),
         display_name: author.display_name().to_owned(),
-        channel: to_channel(author.channel()).into(),
+        channel: match author {
+            Author::Agent(agent) => to_agent_channel(agent.channel, role),
+            _ => to_channel(author.channel()),
+        }
+        .into(),
     }
 }
 
@@ -415,8 +434,9 @@ fn to_transactional_kind(kind: TransactionalKind) -> pb::TransactionalKind {
     }
 }
 
-/// A message.
-pub fn to_message(m: &Message) -> pb::Message {
+/// A message as the caller's role sees it (visitors are only ever handed
+/// AUDIENCE_EVERYONE ones).
+pub fn to_message(m: &Message, role: Role) -> pb::Message {
     use pb::message::Content;
     let content = match &m.content {
         MessageContent::Text { text } => Content::Text(text.as_str().to_owned()),
@@ -438,7 +458,7 @@ pub fn to_message(m: &Message) -> pb::Message {
             kind: to_transactional_kind(t.kind).into(),
             from_status: to_status(t.from_status).into(),
             to_status: to_status(t.to_status).into(),
-            actor: Some(to_author(&t.actor)),
+            actor: Some(to_author(&t.actor, role)),
             text: t.text.clone(),
         }),
     };
@@ -446,7 +466,7 @@ pub fn to_message(m: &Message) -> pb::Message {
         message_id: m.id.as_str().to_owned(),
         conversation_id: m.conversation_id.as_str().to_owned(),
         position: m.position,
-        author: Some(to_author(&m.author)),
+        author: Some(to_author(&m.author, role)),
         audience: match m.audience {
             Audience::Everyone => pb::Audience::Everyone,
             Audience::Agents => pb::Audience::Agents,

@@ -335,7 +335,7 @@ impl ConversationService for ConversationsApi {
         })())?;
         let outcome = self.run(&caller, request_id, command).await?;
         Ok(Response::new(pb::SendMessageResponse {
-            message: outcome.message.as_ref().map(to_message),
+            message: outcome.message.as_ref().map(|m| to_message(m, caller.role)),
             conversation: Some(to_conversation(&outcome.conversation, caller.role)),
             event_sequence: outcome.event_sequence,
         }))
@@ -367,7 +367,11 @@ impl ConversationService for ConversationsApi {
             )
             .await?;
         Ok(Response::new(pb::ListMessagesResponse {
-            messages: page.messages.iter().map(to_message).collect(),
+            messages: page
+                .messages
+                .iter()
+                .map(|m| to_message(m, caller.role))
+                .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }

@@ -491,3 +491,21 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
         .map(|br| br.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
+
+/// `message` as a visitor key is shown it: the same, except that an agent's
+/// channel is never named.
+pub fn as_seen_by_visitor(message: &pb::Message) -> pb::Message {
+    fn scrub(author: &mut Option<pb::Author>) {
+        if let Some(author) = author
+            && author.kind() == pb::AuthorKind::Agent
+        {
+            author.channel = pb::Channel::Unspecified.into();
+        }
+    }
+    let mut seen = message.clone();
+    scrub(&mut seen.author);
+    if let Some(pb::message::Content::Transactional(t)) = &mut seen.content {
+        scrub(&mut t.actor);
+    }
+    seen
+}

@@ -16,3 +16,4 @@ mod tenancy;
 mod transactional;
 mod upgrade;
 mod validation;
+mod visibility;

@@ -9,8 +9,8 @@ use conversations::pb::{
 };
 
 use crate::helpers::{
-    Client, TestApp, agent_ref, as_visitor, close, dana, get, mark_pending, reopen,
-    restart_request, start, thread,
+    Client, TestApp, agent_ref, as_seen_by_visitor, as_visitor, close, dana, get, mark_pending,
+    reopen, restart_request, start, thread,
 };
 
 const VISITOR: &str = "v-1";
@@ -197,8 +197,8 @@ async fn an_agent_reopening_a_closed_conversation_tells_the_visitor_without_a_ch
     let seen_by_visitor = thread(&mut visitor, &id, VISITOR).await;
     assert_eq!(
         seen_by_visitor,
-        std::slice::from_ref(note),
-        "the visitor sees the reopen note, and only it"
+        [as_seen_by_visitor(note)],
+        "the visitor sees the reopen note, and only it, with no channel"
     );
     app.stop().await;
 }
@@ -225,7 +225,7 @@ async fn an_agent_reopening_a_pending_conversation_writes_a_reopened_note_for_ev
     );
     assert_eq!(
         thread(&mut visitor, &id, VISITOR).await,
-        std::slice::from_ref(&messages[1])
+        [as_seen_by_visitor(&messages[1])]
     );
     app.stop().await;
 }
@@ -374,7 +374,7 @@ async fn visitors_never_see_agent_only_messages_and_count_only_what_they_see() {
     let for_everyone: Vec<pb::Message> = all
         .iter()
         .filter(|m| m.audience() == Audience::Everyone)
-        .cloned()
+        .map(as_seen_by_visitor)
         .collect();
     assert_eq!(all.len(), 10);
     assert_eq!(for_everyone.len(), 5);
