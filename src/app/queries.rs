@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::{App, AppError, Caller, FieldViolation};
 use crate::{
     domain::{
-        Conversation, Message, Micros, Status,
+        Conversation, Message, Micros, Status, WorkspaceId,
         credentials::Role,
         values::{ConversationId, VisitorId},
     },
@@ -76,11 +76,18 @@ fn decode<T: for<'de> Deserialize<'de>>(token: &str) -> Result<T, AppError> {
     serde_json::from_slice(&bytes).map_err(|_| AppError::InvalidPageToken)
 }
 
-fn filter_hash(filter: &ListFilter) -> String {
+/// What a conversations page token is bound to: the workspace that was
+/// listed and the filters. Another workspace's token, like one issued for
+/// other filters, is refused as not valid for the request, exactly like a
+/// token that was never issued.
+fn filter_hash(workspace: WorkspaceId, filter: &ListFilter) -> String {
     let mut statuses: Vec<_> = filter.statuses.iter().map(|s| s.as_str()).collect();
     statuses.sort_unstable();
     statuses.dedup();
     let digest = Sha256::new()
+        .chain_update(b"w:")
+        .chain_update(workspace.0.to_string().as_bytes())
+        .chain_update(b"|s:")
         .chain_update(statuses.join(",").as_bytes())
         .chain_update(b"|a:")
         .chain_update(
@@ -173,7 +180,7 @@ impl App {
         page_token: Option<&str>,
     ) -> Result<ConversationPage, AppError> {
         caller.require_agent("only agent keys can list conversations")?;
-        let hash = filter_hash(&filter);
+        let hash = filter_hash(caller.workspace_id, &filter);
         let cursor = match page_token {
             Some(token) => {
                 let token: ConversationToken = decode(token)?;

@@ -363,3 +363,234 @@ async fn a_request_id_used_in_another_workspace_does_not_replay_its_response() {
     assert_eq!(ids(&listed.conversations), [mine.conversation_id]);
     app.stop().await;
 }
+
+/// A well-formed flow id that no flow has.
+const NO_SUCH_FLOW: &str = "flow_01JD0000000000000000000000";
+
+/// `observe`, with a number in the message replaced too (cursors).
+fn observe_number(status: &Status, number: i64) -> Observed {
+    let mut observed = observe(status, &number.to_string());
+    observed.message = status.message().replace(&number.to_string(), "<n>");
+    observed
+}
+
+async fn watch_refusal(client: &mut Client, request: pb::WatchEventsRequest) -> Status {
+    use tokio_stream::StreamExt;
+    match client.watch_events(request).await {
+        Err(status) => status,
+        Ok(stream) => match stream.into_inner().next().await {
+            Some(Err(status)) => status,
+            other => panic!("the stream must be refused, got {other:?}"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn events_flows_page_tokens_and_cursors_of_another_workspace_answer_exactly_like_unknown_ones()
+ {
+    // Workspace A (default): a conversation with a thread, enough
+    // conversations for a second page, a flow, a long feed.
+    let app = TestApp::spawn().await;
+    let mut agent_a = app.agent().await;
+    let x = start(&mut agent_a, "v-a").await.conversation_id;
+    for _ in 0..3 {
+        agent_a
+            .send_message(hello_request(&x, Sender::Agent(dana())))
+            .await
+            .expect("message");
+    }
+    for i in 0..3 {
+        start(&mut agent_a, &format!("v-a{i}")).await;
+    }
+    let conversations_token_a = list(
+        &mut agent_a,
+        pb::ListConversationsRequest {
+            page_size: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .next_page_token;
+    let messages_token_a = agent_a
+        .list_messages(pb::ListMessagesRequest {
+            page_size: 1,
+            ..list_messages_request(&x, "")
+        })
+        .await
+        .expect("messages")
+        .into_inner()
+        .next_page_token;
+    assert!(!conversations_token_a.is_empty() && !messages_token_a.is_empty());
+    let mut admin_a = app.admin().await;
+    let flow_a = admin_a
+        .create_flow(pb::CreateFlowRequest {
+            name: "A's flow".into(),
+            steps: vec![pb::FlowStep {
+                step: Some(pb::flow_step::Step::Handoff(pb::HandoffStep {
+                    text: "One moment.".into(),
+                })),
+            }],
+        })
+        .await
+        .expect("create flow")
+        .into_inner()
+        .flow
+        .expect("flow")
+        .flow_id;
+    let head_a = app.workspace_head("default").await;
+
+    // Workspace B: keys of every role, a conversation of its own with a
+    // thread long enough to page.
+    let (b_agent_key, b_visitor_key) = app.new_workspace("other").await;
+    let (_, b_admin_key) = app
+        .new_key("other", conversations::domain::credentials::Role::Admin)
+        .await;
+    let mut agent_b = app.client_with(Some(&b_agent_key)).await;
+    let mut visitor_b = app.client_with(Some(&b_visitor_key)).await;
+    let mut admin_b = app.flows_with(Some(&b_admin_key)).await;
+    let y = start(&mut agent_b, "v-b").await.conversation_id;
+    for _ in 0..3 {
+        agent_b
+            .send_message(hello_request(&y, Sender::Agent(dana())))
+            .await
+            .expect("message");
+    }
+    let head_b = app.workspace_head("other").await;
+    assert!(head_a > head_b + 1, "A's feed is longer than B's");
+
+    // Events of A's conversation, from B's agent and visitor keys.
+    for (client, visitor_id) in [(&mut agent_b, ""), (&mut visitor_b, "v-a")] {
+        let list_about = |id: &str| pb::ListEventsRequest {
+            conversation_id: id.into(),
+            visitor_id: visitor_id.into(),
+            ..Default::default()
+        };
+        let foreign = client.list_events(list_about(&x)).await.unwrap_err();
+        let missing = client
+            .list_events(list_about(NEVER_EXISTED))
+            .await
+            .unwrap_err();
+        assert_eq!(foreign.code(), Code::NotFound, "{foreign:?}");
+        assert_eq!(observe(&foreign, &x), observe(&missing, NEVER_EXISTED));
+        let watch_about = |id: &str| pb::WatchEventsRequest {
+            conversation_id: id.into(),
+            visitor_id: visitor_id.into(),
+            ..Default::default()
+        };
+        let foreign = watch_refusal(client, watch_about(&x)).await;
+        let missing = watch_refusal(client, watch_about(NEVER_EXISTED)).await;
+        assert_eq!(foreign.code(), Code::NotFound, "{foreign:?}");
+        assert_eq!(observe(&foreign, &x), observe(&missing, NEVER_EXISTED));
+    }
+
+    // A cursor only A's feed reached: the same as one nobody reached.
+    let list_after = |after: i64| pb::ListEventsRequest {
+        after_sequence: after,
+        ..Default::default()
+    };
+    let foreign = agent_b.list_events(list_after(head_a)).await.unwrap_err();
+    let never = agent_b
+        .list_events(list_after(head_a + 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::OutOfRange, "{foreign:?}");
+    assert_eq!(
+        observe_number(&foreign, head_a),
+        observe_number(&never, head_a + 1000)
+    );
+    let watch_after = |after: i64| pb::WatchEventsRequest {
+        after_sequence: after,
+        ..Default::default()
+    };
+    let foreign = watch_refusal(&mut agent_b, watch_after(head_a)).await;
+    let never = watch_refusal(&mut agent_b, watch_after(head_a + 1000)).await;
+    assert_eq!(
+        observe_number(&foreign, head_a),
+        observe_number(&never, head_a + 1000)
+    );
+
+    // A's page tokens in B: refused exactly like a token never issued.
+    let forged = "eyJ1IjoxLCJpIjoiYyIsImYiOiJ4In0";
+    let list_with = |token: &str| pb::ListConversationsRequest {
+        page_size: 1,
+        page_token: token.into(),
+        ..Default::default()
+    };
+    let foreign = agent_b
+        .list_conversations(list_with(&conversations_token_a))
+        .await
+        .unwrap_err();
+    let never = agent_b
+        .list_conversations(list_with(forged))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&foreign), "INVALID_PAGE_TOKEN", "{foreign:?}");
+    assert_eq!(observe(&foreign, "-"), observe(&never, "-"));
+    let thread_with = |token: &str| pb::ListMessagesRequest {
+        page_size: 1,
+        page_token: token.into(),
+        ..list_messages_request(&y, "")
+    };
+    let foreign = agent_b
+        .list_messages(thread_with(&messages_token_a))
+        .await
+        .unwrap_err();
+    let never = agent_b
+        .list_messages(thread_with(forged))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&foreign), "INVALID_PAGE_TOKEN", "{foreign:?}");
+    assert_eq!(observe(&foreign, "-"), observe(&never, "-"));
+
+    // A's flow, from B's admin and agent.
+    let get_flow = |id: &str| pb::GetFlowRequest {
+        flow_id: id.into(),
+        version: 0,
+    };
+    let update_flow = |id: &str| pb::UpdateFlowRequest {
+        flow_id: id.into(),
+        name: "Hijacked".into(),
+        steps: vec![pb::FlowStep {
+            step: Some(pb::flow_step::Step::Handoff(pb::HandoffStep {
+                text: "Gotcha".into(),
+            })),
+        }],
+    };
+    let set_default = |id: &str| pb::SetDefaultFlowRequest { flow_id: id.into() };
+    let start_with = |id: &str| pb::StartConversationRequest {
+        visitor_id: "v-b2".into(),
+        flow_id: id.into(),
+        ..Default::default()
+    };
+    let mut answers = Vec::new();
+    for id in [flow_a.as_str(), NO_SUCH_FLOW] {
+        answers.push([
+            admin_b.get_flow(get_flow(id)).await.map(drop).unwrap_err(),
+            admin_b
+                .update_flow(update_flow(id))
+                .await
+                .map(drop)
+                .unwrap_err(),
+            admin_b
+                .set_default_flow(set_default(id))
+                .await
+                .map(drop)
+                .unwrap_err(),
+            agent_b
+                .start_conversation(start_with(id))
+                .await
+                .map(drop)
+                .unwrap_err(),
+        ]);
+    }
+    for (foreign, missing) in answers[0].iter().zip(&answers[1]) {
+        assert_eq!(foreign.code(), Code::NotFound, "{foreign:?}");
+        assert_eq!(reason(foreign), "FLOW_NOT_FOUND");
+        assert_eq!(observe(foreign, &flow_a), observe(missing, NO_SUCH_FLOW));
+    }
+
+    // Nothing of B's probing wrote anything anywhere.
+    assert_eq!(app.workspace_head("default").await, head_a);
+    assert_eq!(app.workspace_head("other").await, head_b);
+    app.stop().await;
+}
