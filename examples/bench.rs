@@ -49,7 +49,6 @@ use conversations::{
         lifecycle::{AgentAction, Sender},
         values::{AgentId, AgentRef, Channel, ConversationId, DisplayName, MessageText, VisitorId},
     },
-    feed::FeedConfig,
     pb::{
         self,
         conversation_service_client::ConversationServiceClient,
@@ -569,11 +568,7 @@ impl Server {
 /// The child: serves `db` on a free port until stdin closes or SIGTERM.
 async fn serve_child(db: &Path) -> Result<()> {
     conversations::telemetry::init("warn");
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse()?,
-        database: db.to_path_buf(),
-        feed: FeedConfig::default(),
-    };
+    let settings = Settings::new("127.0.0.1:0".parse()?, db.to_path_buf());
     let application = Application::build(&settings).await?;
     let store = application.app().store();
     // A seeded database has its workspace already, and keys are shown only
@@ -705,11 +700,7 @@ fn bench_agent() -> Result<AgentRef> {
 /// pending), then agent messages until the feed holds `sizes.events` events,
 /// through `App::execute` from `seed_tasks` tasks.
 async fn seed(db: &Path, sizes: &Sizes) -> Result<Seeded> {
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse()?,
-        database: db.to_path_buf(),
-        feed: FeedConfig::default(),
-    };
+    let settings = Settings::new("127.0.0.1:0".parse()?, db.to_path_buf());
     let application = Application::build(&settings).await?;
     let app = application.app().clone();
     admin::bootstrap(app.store()).await?;

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{domain::credentials::Role, feed::FeedConfig};
+use crate::{app::LimitsConfig, domain::credentials::Role, feed::FeedConfig};
 
 /// Live-chat conversation status lifecycle over gRPC.
 #[derive(Debug, Parser)]
@@ -82,6 +82,32 @@ pub struct ServeArgs {
     /// further behind catches up from the database.
     #[arg(long, env = "CONVERSATIONS_FEED_WINDOW_EVENTS", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub feed_window_events: u64,
+    /// Event streams open at once on this server; more are refused with
+    /// RESOURCE_EXHAUSTED `TOO_MANY_STREAMS`.
+    #[arg(long, env = "CONVERSATIONS_MAX_STREAMS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_streams: u64,
+    /// Event streams open at once with one key (a widget backend holds one
+    /// per open widget with its visitor key).
+    #[arg(long, env = "CONVERSATIONS_MAX_STREAMS_PER_KEY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_streams_per_key: u64,
+    /// Calls per second each workspace may make, in bursts of as many; more
+    /// are refused with RESOURCE_EXHAUSTED `RATE_LIMITED` and a RetryInfo.
+    /// 0 (the default): no limit.
+    #[arg(
+        long,
+        env = "CONVERSATIONS_WORKSPACE_CALLS_PER_SECOND",
+        default_value_t = 0
+    )]
+    pub workspace_calls_per_second: u32,
+    /// Seconds after which a connection is asked to go away (HTTP/2 GOAWAY),
+    /// so that clients spread over new servers; its calls get a minute more
+    /// to finish, and event streams resume from their cursor. 0: never.
+    #[arg(
+        long,
+        env = "CONVERSATIONS_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = 0
+    )]
+    pub max_connection_age_seconds: u64,
 }
 
 impl ServeArgs {
@@ -92,6 +118,26 @@ impl ServeArgs {
             slow_after: std::time::Duration::from_secs(self.slow_subscriber_seconds),
             window: usize::try_from(self.feed_window_events).unwrap_or(usize::MAX),
             ..FeedConfig::default()
+        }
+    }
+
+    /// The caller limits these flags ask for.
+    pub fn limits(&self) -> LimitsConfig {
+        LimitsConfig {
+            max_streams: usize::try_from(self.max_streams).unwrap_or(usize::MAX),
+            max_streams_per_key: usize::try_from(self.max_streams_per_key).unwrap_or(usize::MAX),
+            workspace_calls_per_second: std::num::NonZeroU32::new(self.workspace_calls_per_second),
+        }
+    }
+
+    /// The server settings these flags ask for, on `database`.
+    pub fn settings(&self, database: PathBuf) -> Settings {
+        Settings {
+            feed: self.feed(),
+            limits: self.limits(),
+            max_connection_age: (self.max_connection_age_seconds > 0)
+                .then(|| std::time::Duration::from_secs(self.max_connection_age_seconds)),
+            ..Settings::new(self.listen, database)
         }
     }
 }
@@ -155,4 +201,21 @@ pub struct Settings {
     pub database: PathBuf,
     /// How event streams are tuned.
     pub feed: FeedConfig,
+    /// What callers are held to.
+    pub limits: LimitsConfig,
+    /// When connections are asked to go away; `None`: never.
+    pub max_connection_age: Option<std::time::Duration>,
+}
+
+impl Settings {
+    /// Serving `database` on `listen`, with every default.
+    pub fn new(listen: SocketAddr, database: PathBuf) -> Self {
+        Self {
+            listen,
+            database,
+            feed: FeedConfig::default(),
+            limits: LimitsConfig::default(),
+            max_connection_age: None,
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use conversations::{
     app::admin,
-    config::{Cli, Command, FlowCommand, KeyCommand, Settings, WorkspaceCommand},
+    config::{Cli, Command, FlowCommand, KeyCommand, WorkspaceCommand},
     startup::{Application, shutdown_signal},
     store::Store,
     telemetry,
@@ -32,11 +32,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Serve(args) => {
-            let settings = Settings {
-                listen: args.listen,
-                database: cli.database,
-                feed: args.feed(),
-            };
+            let settings = args.settings(cli.database);
             let application = Application::build(&settings).await?;
             if let Some(keys) = admin::bootstrap(application.app().store()).await? {
                 println!(

@@ -18,7 +18,7 @@ use tonic::transport::{Server, server::TcpIncoming};
 use crate::{
     app::App,
     config::Settings,
-    grpc::{ConversationsApi, FlowsApi},
+    grpc::{ConversationsApi, FlowsApi, limits::RequestTooLargeLayer},
     pb::{
         self, conversation_service_server::ConversationServiceServer,
         flow_service_server::FlowServiceServer,
@@ -30,6 +30,12 @@ use crate::{
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest response message the server encodes.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest header block (metadata) of a request; gRPC's own default is 8
+/// KiB, and a key is under 100 bytes.
+pub const MAX_HEADER_BYTES: u32 = 16 * 1024;
+/// How long a connection asked to go away (max connection age) may finish
+/// its calls.
+const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(60);
 /// How often forgotten request ids are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// How long a graceful shutdown waits for calls in flight (a client that
@@ -143,6 +149,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     app: App,
+    max_connection_age: Option<Duration>,
     _lock: ServerLock,
 }
 
@@ -163,11 +170,12 @@ impl Application {
         })?;
         let lock = ServerLock::acquire(&settings.database)?;
         let store = Store::open(&settings.database).await?;
-        let app = App::start(store, settings.feed).await?;
+        let app = App::start(store, settings.feed, settings.limits).await?;
         Ok(Self {
             listener,
             local_addr,
             app,
+            max_connection_age: settings.max_connection_age,
             _lock: lock,
         })
     }
@@ -224,9 +232,19 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        let serve = Server::builder()
+        let mut server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_max_header_list_size(MAX_HEADER_BYTES);
+        if let Some(age) = self.max_connection_age {
+            server = server
+                .max_connection_age(age)
+                .max_connection_age_grace(CONNECTION_AGE_GRACE);
+        }
+        let serve = server
+            .layer(RequestTooLargeLayer {
+                limit: MAX_REQUEST_BYTES,
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

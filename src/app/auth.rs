@@ -59,6 +59,15 @@ pub enum AuthError {
 }
 
 impl App {
+    /// Resolves the value of the `authorization` metadata, and counts the
+    /// call against its workspace's rate (when one is configured): the door
+    /// every call but health and reflection comes through.
+    pub async fn admit(&self, authorization: Option<&str>) -> Result<Caller, AppError> {
+        let caller = self.authenticate(authorization).await?;
+        self.limits.admit(caller.workspace_id)?;
+        Ok(caller)
+    }
+
     /// Resolves the value of the `authorization` metadata.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AppError> {
         let value = authorization.ok_or(AuthError::Missing)?.trim();

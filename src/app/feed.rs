@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{App, AppError, Caller, FieldViolation};
+use super::{App, AppError, Caller, FieldViolation, StreamPermit};
 use crate::{
     domain::{
         credentials::Role,
@@ -130,15 +130,20 @@ impl App {
         })
     }
 
-    /// Opens a stream of the feed after `query.after_sequence`. It ends with
-    /// `FeedEnd::Revoked` if the caller's key is revoked meanwhile.
+    /// Opens a stream of the feed after `query.after_sequence`, counted
+    /// against the stream limits until the returned permit is dropped. It
+    /// ends with `FeedEnd::Revoked` if the caller's key is revoked meanwhile.
     pub async fn watch_events(
         &self,
         caller: &Caller,
         query: &EventQuery,
-    ) -> Result<Subscription, AppError> {
+    ) -> Result<(Subscription, StreamPermit), AppError> {
         let scope = self.event_scope(caller, query).await?;
+        let permit = self.limits.open_stream(&caller.key_id)?;
         let revoked = self.keys.revocation(&caller.key_id);
-        Ok(self.feed.subscribe(scope, query.after_sequence, revoked))
+        Ok((
+            self.feed.subscribe(scope, query.after_sequence, revoked),
+            permit,
+        ))
     }
 }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod feed;
 pub mod flows;
+pub mod limits;
 pub mod mutations;
 pub mod queries;
 
@@ -19,6 +20,7 @@ use crate::{
 
 pub use crate::ids::{UlidIds, now};
 pub use auth::{AuthError, Caller};
+pub use limits::{Limits, LimitsConfig, StreamLimit, StreamPermit};
 
 /// A request field that is not acceptable, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,27 @@ pub enum AppError {
         "page_token is not valid for this request; start again without one, or repeat the filters it was issued for"
     )]
     InvalidPageToken,
+    /// The caller's key, or the server, holds its most event streams.
+    #[error(
+        "too many event streams: at most {limit} may be open per {} at once; close one first",
+        per.as_str()
+    )]
+    TooManyStreams {
+        /// The limit met.
+        limit: usize,
+        /// Whose limit.
+        per: StreamLimit,
+    },
+    /// The workspace made more calls than its rate allows.
+    #[error(
+        "too many calls: this workspace may make {calls_per_second} per second; retry after {retry_after:?}"
+    )]
+    RateLimited {
+        /// The workspace's rate.
+        calls_per_second: u32,
+        /// How long until the next call is admitted.
+        retry_after: std::time::Duration,
+    },
     /// The server is shutting down and takes no more writes.
     #[error("the server is shutting down; retry on another server or after it restarts")]
     ShuttingDown,
@@ -107,6 +130,7 @@ pub struct App {
     writer: Writer,
     feed: Feed,
     keys: auth::KeyCache,
+    limits: Limits,
     checkpointer: std::sync::Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -115,7 +139,11 @@ impl App {
     /// feed at the stored heads, and starts the key cache's watch for
     /// revocations. One `App` per database file: the writer assumes it is
     /// the only one writing conversations.
-    pub async fn start(store: Store, feed: FeedConfig) -> Result<Self, StoreError> {
+    pub async fn start(
+        store: Store,
+        feed: FeedConfig,
+        limits: LimitsConfig,
+    ) -> Result<Self, StoreError> {
         let feed = Feed::open(store.clone(), feed).await?;
         let writer = Writer::start(store.clone(), feed.clone());
         let keys = auth::KeyCache::start(store.clone());
@@ -125,6 +153,7 @@ impl App {
             writer,
             feed,
             keys,
+            limits: Limits::new(limits),
             checkpointer,
         })
     }
@@ -137,6 +166,11 @@ impl App {
     /// The event feed.
     pub fn feed(&self) -> &Feed {
         &self.feed
+    }
+
+    /// The limits callers are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Tells long-lived calls (event streams) to end, so that a graceful

@@ -123,6 +123,27 @@ impl From<AppError> for Status {
                 details.add_bad_request_violation("page_token", "was not issued for this request");
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
+            AppError::TooManyStreams { limit, per } => status(
+                Code::ResourceExhausted,
+                "TOO_MANY_STREAMS",
+                message,
+                HashMap::from([
+                    ("limit".to_owned(), limit.to_string()),
+                    ("per".to_owned(), per.as_str().to_owned()),
+                ]),
+            ),
+            AppError::RateLimited {
+                calls_per_second,
+                retry_after,
+            } => {
+                let mut details = ErrorDetails::with_error_info(
+                    "RATE_LIMITED",
+                    ERROR_DOMAIN,
+                    HashMap::from([("calls_per_second".to_owned(), calls_per_second.to_string())]),
+                );
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             AppError::ShuttingDown => status(
                 Code::Unavailable,
                 "SERVER_SHUTTING_DOWN",
@@ -141,6 +162,19 @@ impl From<AppError> for Status {
             }
         }
     }
+}
+
+/// The status of a request message over the size limit: RESOURCE_EXHAUSTED
+/// `REQUEST_TOO_LARGE`, naming the limit. tonic refuses such a message
+/// (from its length prefix, before reading it) with a bare OUT_OF_RANGE;
+/// [`super::limits::RequestTooLarge`] swaps that answer for this one.
+pub fn request_too_large(limit: usize) -> Status {
+    status(
+        Code::ResourceExhausted,
+        "REQUEST_TOO_LARGE",
+        format!("the request message is larger than the {limit} bytes this server accepts"),
+        HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
+    )
 }
 
 impl From<FeedEnd> for Status {

@@ -29,7 +29,7 @@ impl FlowsApi {
     /// role is checked before the request, so a caller without the right
     /// learns that first.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = self.app.authenticate(super::authorization(request)).await?;
+        let caller = self.app.admit(super::authorization(request)).await?;
         caller.require_admin()?;
         Ok(caller)
     }

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod error;
 pub mod flows;
+pub mod limits;
 pub mod service;
 
 pub use flows::FlowsApi;

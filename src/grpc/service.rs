@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, Fields, page_size, page_token, to_conversation, to_event, to_message};
 use crate::{
-    app::{App, Caller, feed::EventQuery, mutations::Outcome, queries::count_of},
+    app::{App, Caller, StreamPermit, feed::EventQuery, mutations::Outcome, queries::count_of},
     domain::{
         Command, Status as ConversationStatus,
         credentials::Role,
@@ -38,7 +38,7 @@ impl ConversationsApi {
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.app.authenticate(super::authorization(request)).await?)
+        Ok(self.app.admit(super::authorization(request)).await?)
     }
 
     async fn run(
@@ -104,6 +104,8 @@ impl ConversationsApi {
 /// the status names the last sequence this stream actually yielded, so
 /// resuming from it loses nothing.
 pub struct WatchEventsStream {
+    /// Counts the stream against the limits while it is open.
+    _permit: StreamPermit,
     items: mpsc::Receiver<FeedItem>,
     end: Option<oneshot::Receiver<FeedEnd>>,
     role: Role,
@@ -169,8 +171,9 @@ impl ConversationService for ConversationsApi {
             &req.event_types,
         );
         let query = f.done(Some(query))?;
-        let subscription = self.app.watch_events(&caller, &query).await?;
+        let (subscription, permit) = self.app.watch_events(&caller, &query).await?;
         Ok(Response::new(WatchEventsStream {
+            _permit: permit,
             items: subscription.items,
             end: Some(subscription.end),
             role: caller.role,

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, sync::Once};
 
 use conversations::{
-    app::{App, admin, auth::REVOCATION_POLL},
+    app::{App, LimitsConfig, admin, auth::REVOCATION_POLL},
     config::Settings,
     domain::credentials::Role,
     feed::FeedConfig,
@@ -60,7 +60,17 @@ pub struct TestApp {
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), StartupError>>,
     dir: Arc<tempfile::TempDir>,
-    feed: FeedConfig,
+    /// The settings it was started with, for a restart.
+    settings: Settings,
+}
+
+/// Settings on no particular address or file (the helpers fill them in).
+fn settings_with(feed: FeedConfig, limits: LimitsConfig) -> Settings {
+    Settings {
+        feed,
+        limits,
+        ..Settings::new("127.0.0.1:0".parse().expect("address"), PathBuf::new())
+    }
 }
 
 impl TestApp {
@@ -72,9 +82,18 @@ impl TestApp {
     /// A server on a new database whose event streams are tuned by `feed`
     /// (short heartbeats, a small buffer, a quick cut-off of slow clients).
     pub async fn spawn_with_feed(feed: FeedConfig) -> TestApp {
+        Self::spawn_with(settings_with(feed, LimitsConfig::default())).await
+    }
+
+    /// A server on a new database that holds callers to `limits`.
+    pub async fn spawn_with_limits(limits: LimitsConfig) -> TestApp {
+        Self::spawn_with(settings_with(FeedConfig::default(), limits)).await
+    }
+
+    async fn spawn_with(settings: Settings) -> TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let db_path = dir.path().join("conversations.db");
-        let (app, keys) = Self::start(dir, db_path, feed).await;
+        let (app, keys) = Self::start(dir, db_path, settings).await;
         let keys = keys.expect("a new database gets bootstrap keys");
         TestApp {
             agent_key: keys.agent.token,
@@ -91,7 +110,8 @@ impl TestApp {
         agent_key: String,
         visitor_key: String,
     ) -> TestApp {
-        let (app, keys) = Self::start(dir, db_path, FeedConfig::default()).await;
+        let settings = settings_with(FeedConfig::default(), LimitsConfig::default());
+        let (app, keys) = Self::start(dir, db_path, settings).await;
         assert!(
             keys.is_none(),
             "an existing database gets no bootstrap keys"
@@ -106,7 +126,7 @@ impl TestApp {
     async fn start(
         dir: Arc<tempfile::TempDir>,
         db_path: PathBuf,
-        feed: FeedConfig,
+        settings: Settings,
     ) -> (TestApp, Option<admin::BootstrapKeys>) {
         TRACING.call_once(|| {
             if std::env::var_os("TEST_LOG").is_some() {
@@ -114,9 +134,8 @@ impl TestApp {
             }
         });
         let settings = Settings {
-            listen: "127.0.0.1:0".parse().expect("address"),
             database: db_path.clone(),
-            feed,
+            ..settings
         };
         let application = Application::build(&settings).await.expect("server builds");
         let keys = admin::bootstrap(application.app().store())
@@ -139,7 +158,7 @@ impl TestApp {
             shutdown,
             server,
             dir,
-            feed,
+            settings,
         };
         (app, keys)
     }
@@ -155,11 +174,11 @@ impl TestApp {
     }
 
     /// Stops the server and starts a new one on the same database file, with
-    /// the same stream tuning.
+    /// the same settings.
     pub async fn restart(self) -> TestApp {
-        let feed = self.feed;
+        let settings = self.settings.clone();
         let (dir, db_path, agent_key, visitor_key) = self.stop().await;
-        let (app, keys) = Self::start(dir, db_path, feed).await;
+        let (app, keys) = Self::start(dir, db_path, settings).await;
         assert!(keys.is_none(), "a restart must not bootstrap again");
         TestApp {
             agent_key,

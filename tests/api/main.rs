@@ -7,6 +7,7 @@ mod events;
 mod flows;
 mod helpers;
 mod lifecycle;
+mod limits;
 mod pagination;
 mod persistence;
 mod roles;

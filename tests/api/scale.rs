@@ -190,11 +190,7 @@ async fn a_revoked_keys_open_stream_ends_unauthenticated_with_a_cursor_to_resume
 #[tokio::test]
 async fn a_second_server_on_the_same_database_file_refuses_to_start_naming_the_holder() {
     let app = TestApp::spawn().await;
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        database: app.db_path.clone(),
-        feed: Default::default(),
-    };
+    let settings = Settings::new("127.0.0.1:0".parse().expect("address"), app.db_path.clone());
     let error = match Application::build(&settings).await {
         Ok(_) => panic!("a second server started on the same file"),
         Err(error) => error,
