@@ -18,7 +18,7 @@ use tonic::transport::{Server, server::TcpIncoming};
 use crate::{
     app::App,
     config::Settings,
-    grpc::{ConversationsApi, FlowsApi, limits::RequestTooLargeLayer},
+    grpc::{ConversationsApi, FlowsApi, refusals::ClearRefusalsLayer},
     pb::{
         self, conversation_service_server::ConversationServiceServer,
         flow_service_server::FlowServiceServer,
@@ -242,7 +242,7 @@ impl Application {
                 .max_connection_age_grace(CONNECTION_AGE_GRACE);
         }
         let serve = server
-            .layer(RequestTooLargeLayer {
+            .layer(ClearRefusalsLayer {
                 limit: MAX_REQUEST_BYTES,
             })
             .add_service(health_service)

@@ -167,13 +167,24 @@ impl From<AppError> for Status {
 /// The status of a request message over the size limit: RESOURCE_EXHAUSTED
 /// `REQUEST_TOO_LARGE`, naming the limit. tonic refuses such a message
 /// (from its length prefix, before reading it) with a bare OUT_OF_RANGE;
-/// [`super::limits::RequestTooLarge`] swaps that answer for this one.
+/// [`super::refusals::ClearRefusals`] swaps that answer for this one.
 pub fn request_too_large(limit: usize) -> Status {
     status(
         Code::ResourceExhausted,
         "REQUEST_TOO_LARGE",
         format!("the request message is larger than the {limit} bytes this server accepts"),
         HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
+    )
+}
+
+/// The status of a request body that is not a message of the request's
+/// type: INVALID_ARGUMENT `MALFORMED_REQUEST` (tonic says INTERNAL).
+pub fn malformed_request(why: &str) -> Status {
+    status(
+        Code::InvalidArgument,
+        "MALFORMED_REQUEST",
+        format!("the request body is not a valid message of this method's request type ({why})"),
+        HashMap::new(),
     )
 }
 

@@ -4,7 +4,7 @@
 pub mod convert;
 pub mod error;
 pub mod flows;
-pub mod limits;
+pub mod refusals;
 pub mod service;
 
 pub use flows::FlowsApi;

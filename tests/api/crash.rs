@@ -9,7 +9,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -21,56 +20,13 @@ use conversations::pb::{
     watch_events_response::Item,
 };
 use sqlx::{ConnectOptions, Row, sqlite::SqliteConnectOptions};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    task::JoinSet,
-};
+use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tonic::{Request, transport::Channel};
 
+use crate::process::serve;
+
 const WRITERS: usize = 12;
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-fn binary() -> String {
-    std::env::var("CONVERSATIONS_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_conversations").to_owned())
-}
-
-/// Starts the binary on `db`; returns it, its address and (on a new
-/// database) the agent key it printed.
-async fn serve(db: &std::path::Path) -> (Server, Option<String>) {
-    let mut child = Command::new(binary())
-        .args(["--database"])
-        .arg(db)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the server binary");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut key = None;
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the server starts within 30 s")
-            .expect("read stdout")
-            .expect("the server printed its address");
-        if let Some(k) = line.strip_prefix("agent key: ") {
-            key = Some(k.trim().to_owned());
-        }
-        if let Some(addr) = line.strip_prefix("Listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    (Server { child, addr }, key)
-}
 
 type Client = ConversationServiceClient<Channel>;
 

@@ -1,0 +1,306 @@
+//! Hostile input (issue 8): garbage bytes, an HTTP/1.1 request, a truncated
+//! HTTP/2 preface, a gRPC message that claims 4 GB, bytes that are no
+//! protobuf message, 10 MB requests and huge metadata, sent thousands of
+//! times to the server binary. Meanwhile a well-behaved caller keeps calling:
+//! every one of its calls must succeed. Each hostile request gets a clear
+//! refusal (or its connection is closed), the server stays up, and its
+//! resident memory after the barrage is what it was before it.
+//!
+//! `HOSTILE_ROUNDS` sets the number of rounds (300 by default; each sends
+//! every kind once, the 10 MB request and 1 MiB of metadata every 25th).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use conversations::pb::{
+    self, conversation_service_client::ConversationServiceClient, send_message_request::Sender,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+use crate::process::serve;
+
+const GET_CONVERSATION: &str = "/conversations.v1.ConversationService/GetConversation";
+/// Rounds before the first memory reading, so that buffers and caches
+/// that are meant to stay have been made.
+const WARM_UP_ROUNDS: usize = 50;
+
+fn rounds() -> usize {
+    std::env::var("HOSTILE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+fn authorized<T>(key: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("metadata"),
+    );
+    request
+}
+
+/// Writes `bytes` on a fresh connection, then reads until the server closes
+/// it (or 5 s pass, which fails the test: a server must not hold a
+/// connection that is not HTTP/2 open).
+async fn raw(addr: &str, bytes: &[u8], expect_close: bool) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(bytes).await.expect("write");
+    if !expect_close {
+        return; // We hang up first (a preface cut short).
+    }
+    let mut sink = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept a non-HTTP/2 connection open"
+    );
+}
+
+/// One gRPC call over raw HTTP/2 with `body` as its request body and
+/// `extra` as an extra header: the status it answers (from the headers or
+/// the trailers), or the HTTP/2 error that ended it.
+async fn h2_call(
+    addr: &str,
+    key: &str,
+    body: Vec<u8>,
+    extra: Option<(&str, String)>,
+) -> Result<Status, h2::Error> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    // Without it, each small frame waits for the server's delayed ACK.
+    tcp.set_nodelay(true).expect("nodelay");
+    let (client, connection) = h2::client::handshake(tcp).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await?;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{GET_CONVERSATION}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {key}"));
+    if let Some((name, value)) = extra {
+        request = request.header(name, value);
+    }
+    let (response, mut send) = client.send_request(request.body(()).expect("request"), false)?;
+    send.send_data(Bytes::from(body), true)?;
+    let response = response.await?;
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return Ok(status);
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk?;
+    }
+    let trailers = body.trailers().await?.unwrap_or_default();
+    Ok(Status::from_header_map(&trailers).unwrap_or_else(|| Status::unknown("no grpc-status")))
+}
+
+/// A gRPC length-prefixed message: flag 0, a big-endian length, the bytes.
+fn grpc_frame(claimed_len: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&claimed_len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn assert_refused(status: &Status, code: Code, why: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().map(|i| i.reason).as_deref(),
+        Some(why),
+        "{status:?}"
+    );
+}
+
+/// Every kind of hostile input once (the 10 MB request when `big`); the
+/// number of requests sent.
+async fn barrage(
+    addr: &str,
+    key: &str,
+    client: &mut ConversationServiceClient<Channel>,
+    big: bool,
+) -> usize {
+    // Not HTTP/2 at all.
+    raw(addr, &[0xde, 0xad, 0xbe, 0xef].repeat(256), true).await;
+    raw(addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", true).await;
+    raw(addr, b"PRI * HTTP/2.0\r\n\r\nSM", false).await;
+
+    // A message that claims 4 GB: refused from its prefix.
+    let status = h2_call(addr, key, grpc_frame(u32::MAX, &[0; 64]), None)
+        .await
+        .expect("an answer to a 4 GB claim");
+    assert_refused(&status, Code::ResourceExhausted, "REQUEST_TOO_LARGE");
+
+    // Bytes that are no GetConversationRequest (field 1 claims more bytes
+    // than follow; a wire type that does not exist).
+    let status = h2_call(
+        addr,
+        key,
+        grpc_frame(6, &[0x0a, 0x7f, 0xff, 0xff, 0x0f, 0x07]),
+        None,
+    )
+    .await
+    .expect("an answer to invalid protobuf");
+    assert_refused(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
+
+    // A body that ends inside its message.
+    let status = h2_call(addr, key, grpc_frame(100, &[0x0a, 0x02]), None)
+        .await
+        .expect("an answer to a truncated body");
+    assert_refused(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
+
+    // Metadata over the 16 KiB cap (1 MiB of it with the big ones): HTTP/2
+    // refuses the header block.
+    let junk = "j".repeat(if big { 1 << 20 } else { 64 << 10 });
+    let huge = h2_call(addr, key, grpc_frame(0, &[]), Some(("x-junk", junk))).await;
+    if let Ok(status) = &huge {
+        assert_ne!(status.code(), Code::Ok, "huge metadata was accepted");
+    }
+    let mut sent = 7;
+
+    if big {
+        let refused = client
+            .send_message(authorized(
+                key,
+                pb::SendMessageRequest {
+                    conversation_id: "conv_01JD0000000000000000000000".into(),
+                    sender: Some(Sender::VisitorId("v".into())),
+                    content: Some(pb::send_message_request::Content::Text(
+                        "x".repeat(10 << 20),
+                    )),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect_err("a 10 MB request");
+        assert_refused(&refused, Code::ResourceExhausted, "REQUEST_TOO_LARGE");
+        sent += 1;
+    }
+    sent
+}
+
+#[tokio::test]
+async fn hostile_bytes_and_requests_leave_the_server_up_answering_others_with_flat_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut server, key) = serve(&dir.path().join("hostile.db")).await;
+    let key = key.expect("a new database prints its agent key");
+    let addr = server.addr.clone();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client =
+        ConversationServiceClient::new(channel.clone()).max_encoding_message_size(usize::MAX);
+
+    // A well-behaved caller, on its own connection, all along.
+    let id = client
+        .start_conversation(authorized(
+            &key,
+            pb::StartConversationRequest {
+                visitor_id: "bystander".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("start")
+        .into_inner()
+        .conversation
+        .expect("conversation")
+        .conversation_id;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let bystander = {
+        let (stop, answered, failed, key, id) = (
+            stop.clone(),
+            answered.clone(),
+            failed.clone(),
+            key.clone(),
+            id.clone(),
+        );
+        let mut calm = ConversationServiceClient::new(
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect"),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let got = calm
+                    .get_conversation(authorized(
+                        &key,
+                        pb::GetConversationRequest {
+                            conversation_id: id.clone(),
+                            visitor_id: String::new(),
+                        },
+                    ))
+                    .await;
+                match got {
+                    Ok(_) => answered.fetch_add(1, Ordering::Relaxed),
+                    Err(error) => {
+                        eprintln!("bystander refused: {error:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
+    let mut sent = 0;
+    for round in 0..WARM_UP_ROUNDS {
+        sent += barrage(&addr, &key, &mut client, round % 25 == 0).await;
+    }
+    let before = server.rss_kib();
+    let rounds = rounds();
+    for round in 0..rounds {
+        sent += barrage(&addr, &key, &mut client, round % 25 == 0).await;
+    }
+    let after = server.rss_kib();
+    stop.store(true, Ordering::Relaxed);
+    bystander.await.expect("bystander");
+
+    assert!(
+        server.child.try_wait().expect("wait").is_none(),
+        "the server is still running"
+    );
+    let (answered, failed) = (
+        answered.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "hostile: {sent} hostile requests in {} rounds; server RSS {before} KiB before the last {rounds}, {after} KiB after; the bystander's calls: {answered} answered, {failed} failed",
+        WARM_UP_ROUNDS + rounds
+    );
+    assert_eq!(failed, 0, "every well-behaved call was answered");
+    assert!(answered > 0);
+    // Flat: within 10% (and 4 MiB) of the reading before.
+    assert!(
+        after <= before + before / 10 + 4096,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+    server.child.start_kill().expect("kill");
+    let _ = server.child.wait().await;
+}

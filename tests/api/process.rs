@@ -1,0 +1,64 @@
+//! The server binary as a child process, as an operator runs it: for the
+//! tests that kill it or measure its memory. `CONVERSATIONS_BIN` picks the
+//! binary (CI points it at the release build); otherwise the test build's.
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+pub fn binary() -> String {
+    std::env::var("CONVERSATIONS_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_conversations").to_owned())
+}
+
+/// Starts the binary on `db`; returns it, its address and (on a new
+/// database) the agent key it printed.
+pub async fn serve(db: &std::path::Path) -> (Server, Option<String>) {
+    let mut child = Command::new(binary())
+        .args(["--database"])
+        .arg(db)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server binary");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut key = None;
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the server starts within 30 s")
+            .expect("read stdout")
+            .expect("the server printed its address");
+        if let Some(k) = line.strip_prefix("agent key: ") {
+            key = Some(k.trim().to_owned());
+        }
+        if let Some(addr) = line.strip_prefix("Listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    (Server { child, addr }, key)
+}
+
+impl Server {
+    /// The server's resident memory, in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
