@@ -108,6 +108,16 @@ pub struct ServeArgs {
         default_value_t = 0
     )]
     pub max_connection_age_seconds: u64,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); plaintext
+    /// clients are then refused.
+    #[arg(long, env = "CONVERSATIONS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CONVERSATIONS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, env = "CONVERSATIONS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -137,6 +147,14 @@ impl ServeArgs {
             limits: self.limits(),
             max_connection_age: (self.max_connection_age_seconds > 0)
                 .then(|| std::time::Duration::from_secs(self.max_connection_age_seconds)),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
             ..Settings::new(self.listen, database)
         }
     }
@@ -205,6 +223,19 @@ pub struct Settings {
     pub limits: LimitsConfig,
     /// When connections are asked to go away; `None`: never.
     pub max_connection_age: Option<std::time::Duration>,
+    /// TLS, when served with it.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files TLS is served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Settings {
@@ -216,6 +247,7 @@ impl Settings {
             feed: FeedConfig::default(),
             limits: LimitsConfig::default(),
             max_connection_age: None,
+            tls: None,
         }
     }
 }

@@ -13,11 +13,11 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     app::App,
-    config::Settings,
+    config::{Settings, TlsFiles},
     grpc::{ConversationsApi, FlowsApi, refusals::ClearRefusalsLayer},
     pb::{
         self, conversation_service_server::ConversationServiceServer,
@@ -76,6 +76,26 @@ pub enum StartupError {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// A TLS file could not be read.
+    #[error("could not read the TLS {what} {path}: {source}")]
+    TlsFile {
+        /// Which file: certificate, key or client CA.
+        what: &'static str,
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS files do not make a usable configuration.
+    #[error("could not use the TLS certificate {cert} and key {key}: {why}")]
+    Tls {
+        /// The certificate's path.
+        cert: String,
+        /// The key's path.
+        key: String,
+        /// What the TLS library said.
+        why: String,
     },
     /// Reflection could not load the descriptors.
     #[error("could not build gRPC reflection: {0}")]
@@ -150,7 +170,34 @@ pub struct Application {
     local_addr: SocketAddr,
     app: App,
     max_connection_age: Option<Duration>,
+    tls: Option<ServerTlsConfig>,
     _lock: ServerLock,
+}
+
+/// Reads the TLS files and checks that they make a server configuration,
+/// so that a bad certificate fails the start, naming its file.
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
+    let read = |what, path: &Path| {
+        std::fs::read(path).map_err(|source| StartupError::TlsFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let identity = Identity::from_pem(read("certificate", &files.cert)?, read("key", &files.key)?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &files.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
+    }
+    Server::builder()
+        .tls_config(config.clone())
+        .map_err(|error| StartupError::Tls {
+            cert: files.cert.display().to_string(),
+            key: files.key.display().to_string(),
+            why: std::error::Error::source(&error)
+                .map_or_else(|| error.to_string(), ToString::to_string),
+        })?;
+    Ok(config)
 }
 
 impl Application {
@@ -168,6 +215,7 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let tls = settings.tls.as_ref().map(tls_config).transpose()?;
         let lock = ServerLock::acquire(&settings.database)?;
         let store = Store::open(&settings.database).await?;
         let app = App::start(store, settings.feed, settings.limits).await?;
@@ -176,6 +224,7 @@ impl Application {
             local_addr,
             app,
             max_connection_age: settings.max_connection_age,
+            tls,
             _lock: lock,
         })
     }
@@ -224,7 +273,11 @@ impl Application {
 
         let store = self.app.store().clone();
         let app = self.app.clone();
-        tracing::info!(address = %self.local_addr, "serving conversations.v1.ConversationService");
+        tracing::info!(
+            address = %self.local_addr,
+            tls = self.tls.is_some(),
+            "serving conversations.v1.ConversationService"
+        );
         let (stopping, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         // The server's own tcp_nodelay setting does not apply to an incoming
         // stream we hand it; without TCP_NODELAY every response's trailers
@@ -236,6 +289,9 @@ impl Application {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(MAX_HEADER_BYTES);
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls)?;
+        }
         if let Some(age) = self.max_connection_age {
             server = server
                 .max_connection_age(age)

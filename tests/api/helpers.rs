@@ -90,7 +90,9 @@ impl TestApp {
         Self::spawn_with(settings_with(FeedConfig::default(), limits)).await
     }
 
-    async fn spawn_with(settings: Settings) -> TestApp {
+    /// A server on a new database, started with `settings` (its address and
+    /// file are the helper's).
+    pub async fn spawn_with(settings: Settings) -> TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let db_path = dir.path().join("conversations.db");
         let (app, keys) = Self::start(dir, db_path, settings).await;
@@ -185,6 +187,11 @@ impl TestApp {
             visitor_key,
             ..app
         }
+    }
+
+    /// A client with the agent key over `channel` (e.g. one with TLS).
+    pub fn agent_over(&self, channel: Channel) -> Client {
+        ConversationServiceClient::with_interceptor(channel, Bearer(Some(self.agent_key.clone())))
     }
 
     /// A client with `key` (None: no authorization metadata).

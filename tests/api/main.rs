@@ -16,6 +16,7 @@ mod roles;
 mod scale;
 mod status_table;
 mod tenancy;
+mod tls;
 mod transactional;
 mod upgrade;
 mod validation;
