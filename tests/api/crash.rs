@@ -1,8 +1,9 @@
 //! kill -9 under load: the server binary is SIGKILLed while writers with
-//! request ids and a resuming subscriber keep it busy, then restarted on the
-//! same file, again and again. Nothing acknowledged may be lost, no request
-//! may apply twice, a retry of an interrupted request gets the first
-//! response, and the subscriber's feed equals the stored one.
+//! request ids and resuming subscribers (the whole feed, and only starts)
+//! keep it busy, then restarted on the same file, again and again. Nothing
+//! acknowledged may be lost, no request may apply twice, a retry of an
+//! interrupted request gets the first response, and each subscriber's feed
+//! equals the stored events of its filter.
 //!
 //! `CONVERSATIONS_BIN` picks the binary (CI points it at the release build);
 //! `CRASH_ROUNDS` the number of kills (5 by default).
@@ -167,9 +168,20 @@ async fn write(addr: String, key: String, w: usize, round: usize, ledger: Arc<Mu
     }
 }
 
-/// Follows the whole workspace feed, resuming from its cursor whenever the
-/// stream breaks; keeps every event sequence it received.
-async fn subscribe(addr: String, key: String, cursor: Arc<Mutex<(i64, Vec<i64>)>>) {
+/// Where a subscriber is: its cursor and every sequence it received.
+type Cursor = Arc<Mutex<(i64, Vec<i64>)>>;
+
+/// A subscriber: its filter (event types; none for the whole feed), the
+/// `kind` of the events it must end up with (None: all), and its cursor.
+struct Subscriber {
+    event_types: Vec<i32>,
+    kind: Option<&'static str>,
+    cursor: Cursor,
+}
+
+/// Follows the workspace feed (of `event_types`), resuming from its cursor
+/// whenever the stream breaks; keeps every event sequence it received.
+async fn subscribe(addr: String, key: String, event_types: Vec<i32>, cursor: Cursor) {
     let Ok(mut client) = tokio::time::timeout(Duration::from_secs(2), connect(&addr)).await else {
         return;
     };
@@ -179,6 +191,7 @@ async fn subscribe(addr: String, key: String, cursor: Arc<Mutex<(i64, Vec<i64>)>
             &key,
             pb::WatchEventsRequest {
                 after_sequence: after,
+                event_types,
                 ..Default::default()
             },
         ))
@@ -211,11 +224,35 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
     let (mut server, key) = serve(&db).await;
     let key = key.expect("a new database prints an agent key");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let cursor = Arc::new(Mutex::new((0i64, Vec::new())));
+    let subscribers = [
+        Subscriber {
+            event_types: Vec::new(),
+            kind: None,
+            cursor: Cursor::default(),
+        },
+        Subscriber {
+            event_types: vec![pb::EventType::ConversationStarted.into()],
+            kind: Some("conversation_started"),
+            cursor: Cursor::default(),
+        },
+    ];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
 
+    // Requests whose answer the kill swallowed, and of those, the ones the
+    // server had committed before it died.
+    let (mut retried, mut replayed_after_commit) = (0, 0);
     for round in 0..rounds {
-        let subscriber = tokio::spawn(subscribe(server.addr.clone(), key.clone(), cursor.clone()));
+        let followers: Vec<_> = subscribers
+            .iter()
+            .map(|s| {
+                tokio::spawn(subscribe(
+                    server.addr.clone(),
+                    key.clone(),
+                    s.event_types.clone(),
+                    s.cursor.clone(),
+                ))
+            })
+            .collect();
         let mut writers = JoinSet::new();
         for w in 0..WRITERS {
             writers.spawn(write(
@@ -234,7 +271,9 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
         server.child.start_kill().expect("SIGKILL");
         let _ = server.child.wait().await;
         writers.join_all().await;
-        let _ = subscriber.await;
+        for follower in followers {
+            let _ = follower.await;
+        }
 
         let (restarted, printed) = serve(&db).await;
         assert!(printed.is_none(), "a restart prints no keys");
@@ -252,10 +291,46 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
                 .collect()
         };
         let mut client = connect(&server.addr).await;
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .expect("open");
         for (request_id, op) in unknown {
+            // What the killed server had committed of it, if anything.
+            let committed: Option<String> = match &op {
+                Op::Start { visitor } => {
+                    sqlx::query_scalar(
+                        "SELECT conversation_id FROM conversations WHERE visitor_id = ?",
+                    )
+                    .bind(visitor)
+                    .fetch_optional(&mut conn)
+                    .await
+                }
+                Op::Say { text, .. } => {
+                    sqlx::query_scalar("SELECT message_id FROM messages WHERE content LIKE ?")
+                        .bind(format!("%\"{text}\"%"))
+                        .fetch_optional(&mut conn)
+                        .await
+                }
+            }
+            .expect("read what was committed");
             let answer = send(&mut client, &key, &request_id, &op)
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: retry of {request_id}: {e:?}"));
+            if let Some(id) = committed {
+                // Committed, never answered: the retry is the original answer.
+                let answered = match op {
+                    Op::Start { .. } => &answer.conversation_id,
+                    Op::Say { .. } => &answer.message_id,
+                };
+                assert_eq!(
+                    answered, &id,
+                    "{request_id}: the retry answers what was committed"
+                );
+                replayed_after_commit += 1;
+            }
+            retried += 1;
             ledger.lock().unwrap().acked.insert(request_id, answer);
         }
     }
@@ -277,9 +352,31 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
         );
     }
 
-    // Every acknowledged message is in its thread exactly once.
+    let mut db_conn = SqliteConnectOptions::new()
+        .filename(&db)
+        .connect()
+        .await
+        .expect("open");
+    // Every acknowledged start made exactly its one conversation.
     let mut lost = 0;
     let mut duplicated = 0;
+    for (request_id, op) in &ops {
+        let Op::Start { visitor } = op else {
+            continue;
+        };
+        let made: Vec<String> =
+            sqlx::query_scalar("SELECT conversation_id FROM conversations WHERE visitor_id = ?")
+                .bind(visitor)
+                .fetch_all(&mut db_conn)
+                .await
+                .expect("conversations");
+        match made.as_slice() {
+            [] => lost += 1,
+            [one] => assert_eq!(one, &acked[request_id].conversation_id),
+            _ => duplicated += 1,
+        }
+    }
+    // Every acknowledged message is in its thread exactly once.
     let mut threads: HashMap<String, Vec<pb::Message>> = HashMap::new();
     for (request_id, op) in &ops {
         let Op::Say { conversation, text } = op else {
@@ -311,47 +408,52 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
             _ => duplicated += 1,
         }
     }
+    // Each subscriber's feed, resumed across every kill, is the stored feed
+    // of its filter.
+    let mut events_checked = 0;
+    for subscriber in &subscribers {
+        subscribe_to_head(&server.addr, &key, subscriber).await;
+        let stored: Vec<i64> = sqlx::query(
+            "SELECT sequence FROM events WHERE workspace_id = 1 AND (?1 IS NULL OR kind = ?1) \
+             ORDER BY sequence",
+        )
+        .bind(subscriber.kind)
+        .fetch_all(&mut db_conn)
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| r.get::<i64, _>(0))
+        .collect();
+        assert_eq!(
+            subscriber.cursor.lock().unwrap().1,
+            stored,
+            "{:?}: no gap, no repeat",
+            subscriber.kind
+        );
+        if subscriber.kind.is_none() {
+            assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>());
+        }
+        events_checked += stored.len();
+    }
     println!(
-        "crash test: {rounds} kills, {} requests acknowledged, lost = {lost}, duplicated = {duplicated}",
-        acked.len()
+        "crash test: {rounds} kills, {} requests acknowledged (every one replayed its first answer), {retried} retried after a kill ({replayed_after_commit} of them had committed and answered as first committed), lost = {lost}, duplicated = {duplicated}, {events_checked} events checked over {} subscribers",
+        acked.len(),
+        subscribers.len()
     );
     assert_eq!((lost, duplicated), (0, 0));
 
-    // The subscriber's feed, resumed across every kill, is the stored feed.
-    subscribe_to_head(&server.addr, &key, &cursor).await;
-    let stored =
-        sqlx::query("SELECT sequence FROM events WHERE workspace_id = 1 ORDER BY sequence")
-            .fetch_all(
-                &mut SqliteConnectOptions::new()
-                    .filename(&db)
-                    .connect()
-                    .await
-                    .expect("open"),
-            )
-            .await
-            .expect("events")
-            .iter()
-            .map(|r| r.get::<i64, _>(0))
-            .collect::<Vec<_>>();
-    assert_eq!(cursor.lock().unwrap().1, stored, "no gap, no repeat");
-    assert_eq!(stored, (1..=stored.len() as i64).collect::<Vec<_>>());
-
     server.child.start_kill().expect("SIGKILL");
     let _ = server.child.wait().await;
-    let mut conn = SqliteConnectOptions::new()
-        .filename(&db)
-        .connect()
-        .await
-        .expect("open");
     let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
+        .fetch_one(&mut db_conn)
         .await
         .expect("integrity check");
     assert_eq!(check, "ok");
 }
 
 /// Follows the feed until the subscriber has everything up to the head.
-async fn subscribe_to_head(addr: &str, key: &str, cursor: &Arc<Mutex<(i64, Vec<i64>)>>) {
+async fn subscribe_to_head(addr: &str, key: &str, subscriber: &Subscriber) {
+    let cursor = &subscriber.cursor;
     let mut client = connect(addr).await;
     let head = client
         .list_events(authorized(
@@ -365,7 +467,12 @@ async fn subscribe_to_head(addr: &str, key: &str, cursor: &Arc<Mutex<(i64, Vec<i
         .expect("head")
         .into_inner()
         .head_sequence;
-    let follow = tokio::spawn(subscribe(addr.to_owned(), key.to_owned(), cursor.clone()));
+    let follow = tokio::spawn(subscribe(
+        addr.to_owned(),
+        key.to_owned(),
+        subscriber.event_types.clone(),
+        cursor.clone(),
+    ));
     tokio::time::timeout(Duration::from_secs(30), async {
         while cursor.lock().unwrap().0 < head {
             tokio::time::sleep(Duration::from_millis(20)).await;
