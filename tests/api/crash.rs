@@ -23,9 +23,9 @@ use conversations::pb::{
 use sqlx::{ConnectOptions, Row, sqlite::SqliteConnectOptions};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 
-use crate::process::serve;
+use crate::process::{authorized, serve};
 
 const WRITERS: usize = 12;
 
@@ -38,15 +38,6 @@ async fn connect(addr: &str) -> Client {
         .await
         .expect("connect");
     ConversationServiceClient::new(channel)
-}
-
-fn authorized<T>(key: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("metadata"),
-    );
-    request
 }
 
 /// One request a writer sends, by its request id; its text (for messages)

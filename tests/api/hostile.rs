@@ -25,10 +25,10 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::process::serve;
+use crate::process::{authorized, serve};
 
 const GET_CONVERSATION: &str = "/conversations.v1.ConversationService/GetConversation";
 /// Rounds before the first memory reading, so that buffers and caches
@@ -40,15 +40,6 @@ fn rounds() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300)
-}
-
-fn authorized<T>(key: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("metadata"),
-    );
-    request
 }
 
 /// Writes `bytes` on a fresh connection, then reads until the server closes

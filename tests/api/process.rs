@@ -50,6 +50,17 @@ pub async fn serve(db: &std::path::Path) -> (Server, Option<String>) {
     (Server { child, addr }, key)
 }
 
+/// `message` with `authorization: Bearer <key>`, for plain generated
+/// clients.
+pub fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("metadata"),
+    );
+    request
+}
+
 impl Server {
     /// The server's resident memory, in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
