@@ -88,12 +88,10 @@ pub enum StartupError {
         source: std::io::Error,
     },
     /// The TLS files do not make a usable configuration.
-    #[error("could not use the TLS certificate {cert} and key {key}: {why}")]
+    #[error("could not use the TLS {files}: {why}")]
     Tls {
-        /// The certificate's path.
-        cert: String,
-        /// The key's path.
-        key: String,
+        /// The files at fault.
+        files: String,
         /// What the TLS library said.
         why: String,
     },
@@ -174,8 +172,13 @@ pub struct Application {
     _lock: ServerLock,
 }
 
+/// How long a client may take over its TLS handshake: a socket that never
+/// says hello is closed rather than held.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Reads the TLS files and checks that they make a server configuration,
-/// so that a bad certificate fails the start, naming its file.
+/// so that a bad certificate, key or client CA fails the start, naming its
+/// file.
 fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
     let read = |what, path: &Path| {
         std::fs::read(path).map_err(|source| StartupError::TlsFile {
@@ -184,19 +187,32 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
             source,
         })
     };
+    let unusable = |files: String, error: tonic::transport::Error| StartupError::Tls {
+        files,
+        why: std::error::Error::source(&error)
+            .map_or_else(|| error.to_string(), ToString::to_string),
+    };
     let identity = Identity::from_pem(read("certificate", &files.cert)?, read("key", &files.key)?);
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &files.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
-    }
+    let config = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    let pair = || {
+        format!(
+            "certificate {} and key {}",
+            files.cert.display(),
+            files.key.display()
+        )
+    };
     Server::builder()
         .tls_config(config.clone())
-        .map_err(|error| StartupError::Tls {
-            cert: files.cert.display().to_string(),
-            key: files.key.display().to_string(),
-            why: std::error::Error::source(&error)
-                .map_or_else(|| error.to_string(), ToString::to_string),
-        })?;
+        .map_err(|error| unusable(pair(), error))?;
+    let Some(ca) = &files.client_ca else {
+        return Ok(config);
+    };
+    let config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
+    Server::builder()
+        .tls_config(config.clone())
+        .map_err(|error| unusable(format!("client CA {}", ca.display()), error))?;
     Ok(config)
 }
 
@@ -298,9 +314,7 @@ impl Application {
                 .max_connection_age_grace(CONNECTION_AGE_GRACE);
         }
         let serve = server
-            .layer(ClearRefusalsLayer {
-                limit: MAX_REQUEST_BYTES,
-            })
+            .layer(ClearRefusalsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

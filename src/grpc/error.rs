@@ -165,15 +165,35 @@ impl From<AppError> for Status {
 }
 
 /// The status of a request message over the size limit: RESOURCE_EXHAUSTED
-/// `REQUEST_TOO_LARGE`, naming the limit. tonic refuses such a message
-/// (from its length prefix, before reading it) with a bare OUT_OF_RANGE;
-/// [`super::refusals::ClearRefusals`] swaps that answer for this one.
-pub fn request_too_large(limit: usize) -> Status {
+/// `REQUEST_TOO_LARGE`, naming the limit when known. tonic refuses such a
+/// message (from its length prefix, before reading it) with a bare
+/// OUT_OF_RANGE; [`super::refusals::ClearRefusals`] swaps that answer for
+/// this one.
+pub fn request_too_large(limit: Option<usize>) -> Status {
+    match limit {
+        Some(limit) => status(
+            Code::ResourceExhausted,
+            "REQUEST_TOO_LARGE",
+            format!("the request message is larger than the {limit} bytes this server accepts"),
+            HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
+        ),
+        None => status(
+            Code::ResourceExhausted,
+            "REQUEST_TOO_LARGE",
+            "the request message is larger than this server accepts".to_owned(),
+            HashMap::new(),
+        ),
+    }
+}
+
+/// A message compressed without `grpc-encoding`: INTERNAL, as the gRPC spec
+/// requires, with a reason that says it was the caller's message.
+pub fn compressed_without_encoding(why: &str) -> Status {
     status(
-        Code::ResourceExhausted,
-        "REQUEST_TOO_LARGE",
-        format!("the request message is larger than the {limit} bytes this server accepts"),
-        HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
+        Code::Internal,
+        "COMPRESSED_WITHOUT_ENCODING",
+        format!("{why}; send grpc-encoding with compressed messages"),
+        HashMap::new(),
     )
 }
 

@@ -20,30 +20,39 @@ use std::{
 
 use tonic::{Code, Status};
 
-/// The start of the message tonic gives a request over the decoding limit.
+/// The start of the message tonic gives a request over the decoding limit;
+/// the limit follows "the limit is: ".
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
-/// The starts of the messages of undecodable request bodies (prost's
-/// `DecodeError`, and tonic's for a body that ends inside a message).
-const TONIC_MALFORMED: [&str; 2] = [
+/// The starts of tonic's messages for request bodies that are no message of
+/// the request's type: prost's `DecodeError`, a body that ends inside a
+/// message, a unary call without one, a compression flag that is neither 0
+/// nor 1.
+const TONIC_MALFORMED: [&str; 4] = [
     "failed to decode Protobuf message",
     "Unexpected EOF decoding stream",
+    "Missing request message",
+    "protocol error: received message with invalid compression flag",
 ];
+/// A compressed message without `grpc-encoding`: the gRPC spec says this
+/// MUST be INTERNAL, so only the reason is added.
+const TONIC_COMPRESSED_WITHOUT_ENCODING: &str =
+    "protocol error: received message with compressed-flag but no grpc-encoding";
 
 /// Wraps services so that the transport's refusals get clear answers.
-#[derive(Debug, Clone, Copy)]
-pub struct ClearRefusalsLayer {
-    /// The limit the services decode with, for the answer.
-    pub limit: usize,
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClearRefusalsLayer;
+
+/// The limit a tonic "too large" message names.
+fn named_limit(message: &str) -> Option<usize> {
+    let (_, rest) = message.split_once("the limit is: ")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 impl<S> tower_layer::Layer<S> for ClearRefusalsLayer {
     type Service = ClearRefusals<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClearRefusals {
-            inner,
-            limit: self.limit,
-        }
+        ClearRefusals { inner }
     }
 }
 
@@ -51,7 +60,6 @@ impl<S> tower_layer::Layer<S> for ClearRefusalsLayer {
 #[derive(Debug, Clone)]
 pub struct ClearRefusals<S> {
     inner: S,
-    limit: usize,
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for ClearRefusals<S>
@@ -70,7 +78,6 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let answer = self.inner.call(request);
-        let limit = self.limit;
         Box::pin(async move {
             let response = answer.await?;
             let Some(status) = Status::from_header_map(response.headers()) else {
@@ -79,13 +86,28 @@ where
             let message = status.message();
             Ok(match status.code() {
                 Code::OutOfRange if message.starts_with(TONIC_TOO_LARGE) => {
-                    super::error::request_too_large(limit).into_http()
+                    super::error::request_too_large(named_limit(message)).into_http()
                 }
                 Code::Internal if TONIC_MALFORMED.iter().any(|m| message.starts_with(m)) => {
                     super::error::malformed_request(message).into_http()
                 }
+                Code::Internal if message.starts_with(TONIC_COMPRESSED_WITHOUT_ENCODING) => {
+                    super::error::compressed_without_encoding(message).into_http()
+                }
                 _ => response,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_is_read_from_tonics_message() {
+        let message = "Error, decoded message length too large: found 4294967295 bytes, the limit is: 65536 bytes";
+        assert_eq!(named_limit(message), Some(65536));
+        assert_eq!(named_limit("Error, decoded message length too large"), None);
     }
 }

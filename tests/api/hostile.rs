@@ -21,6 +21,7 @@ use bytes::Bytes;
 use conversations::pb::{
     self, conversation_service_client::ConversationServiceClient, send_message_request::Sender,
 };
+use prost::Message;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -129,6 +130,7 @@ fn assert_refused(status: &Status, code: Code, why: &str) {
 async fn barrage(
     addr: &str,
     key: &str,
+    conversation: &str,
     client: &mut ConversationServiceClient<Channel>,
     big: bool,
 ) -> usize {
@@ -155,20 +157,50 @@ async fn barrage(
     .expect("an answer to invalid protobuf");
     assert_refused(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
 
+    // A unary call without a message; a compression flag that is no flag.
+    let status = h2_call(addr, key, Vec::new(), None)
+        .await
+        .expect("an answer to an empty body");
+    assert_refused(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
+    let mut flagged = grpc_frame(2, &[0x0a, 0x00]);
+    flagged[0] = 2;
+    let status = h2_call(addr, key, flagged, None)
+        .await
+        .expect("an answer to compression flag 2");
+    assert_refused(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
+
     // A body that ends inside its message.
     let status = h2_call(addr, key, grpc_frame(100, &[0x0a, 0x02]), None)
         .await
         .expect("an answer to a truncated body");
     assert_refused(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
 
-    // Metadata over the 16 KiB cap (1 MiB of it with the big ones): HTTP/2
-    // refuses the header block.
+    // Metadata over the 16 KiB cap (1 MiB of it with the big ones), on a
+    // request that would otherwise succeed: HTTP/2 refuses the header block
+    // (a GOAWAY ENHANCE_YOUR_CALM), so no answer comes at all.
     let junk = "j".repeat(if big { 1 << 20 } else { 64 << 10 });
-    let huge = h2_call(addr, key, grpc_frame(0, &[]), Some(("x-junk", junk))).await;
-    if let Ok(status) = &huge {
-        assert_ne!(status.code(), Code::Ok, "huge metadata was accepted");
-    }
-    let mut sent = 7;
+    let get = pb::GetConversationRequest {
+        conversation_id: conversation.to_owned(),
+        visitor_id: String::new(),
+    };
+    let huge = h2_call(
+        addr,
+        key,
+        grpc_frame(get.encoded_len() as u32, &get.encode_to_vec()),
+        Some(("x-junk", junk)),
+    )
+    .await;
+    assert!(huge.is_err(), "huge metadata was answered: {huge:?}");
+    let small = h2_call(
+        addr,
+        key,
+        grpc_frame(get.encoded_len() as u32, &get.encode_to_vec()),
+        None,
+    )
+    .await
+    .expect("the same request without the junk");
+    assert_eq!(small.code(), Code::Ok, "{small:?}");
+    let mut sent = 9;
 
     if big {
         let refused = client
@@ -262,12 +294,12 @@ async fn hostile_bytes_and_requests_leave_the_server_up_answering_others_with_fl
 
     let mut sent = 0;
     for round in 0..WARM_UP_ROUNDS {
-        sent += barrage(&addr, &key, &mut client, round % 25 == 0).await;
+        sent += barrage(&addr, &key, &id, &mut client, round % 25 == 0).await;
     }
     let before = server.rss_kib();
     let rounds = rounds();
     for round in 0..rounds {
-        sent += barrage(&addr, &key, &mut client, round % 25 == 0).await;
+        sent += barrage(&addr, &key, &id, &mut client, round % 25 == 0).await;
     }
     let after = server.rss_kib();
     stop.store(true, Ordering::Relaxed);

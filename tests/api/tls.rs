@@ -182,10 +182,28 @@ async fn a_missing_or_unusable_tls_file_fails_the_start_naming_it() {
 
     let garbage = write(dir.path(), "garbage.key", "not a key");
     let error = start_with(TlsFiles {
-        key: garbage,
+        key: garbage.clone(),
+        ..good.clone()
+    })
+    .await;
+    assert!(matches!(error, StartupError::Tls { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&garbage.display().to_string()),
+        "{error}"
+    );
+
+    let bad_ca = write(dir.path(), "garbage-ca.pem", "not a certificate");
+    let error = start_with(TlsFiles {
+        client_ca: Some(bad_ca.clone()),
         ..good
     })
     .await;
     assert!(matches!(error, StartupError::Tls { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("client CA {}", bad_ca.display())),
+        "the error names the CA file: {error}"
+    );
     assert!(!dir.path().join("tls.db").exists(), "nothing was created");
 }
