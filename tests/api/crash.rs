@@ -232,6 +232,12 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
     // Requests whose answer the kill swallowed, and of those, the ones the
     // server had committed before it died.
     let (mut retried, mut replayed_after_commit) = (0, 0);
+    // One reader of the file beside the server, across its restarts.
+    let mut db_conn = SqliteConnectOptions::new()
+        .filename(&db)
+        .connect()
+        .await
+        .expect("open");
     for round in 0..rounds {
         let followers: Vec<_> = subscribers
             .iter()
@@ -282,11 +288,6 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
                 .collect()
         };
         let mut client = connect(&server.addr).await;
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&db)
-            .connect()
-            .await
-            .expect("open");
         for (request_id, op) in unknown {
             // What the killed server had committed of it, if anything.
             let committed: Option<String> = match &op {
@@ -295,13 +296,13 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
                         "SELECT conversation_id FROM conversations WHERE visitor_id = ?",
                     )
                     .bind(visitor)
-                    .fetch_optional(&mut conn)
+                    .fetch_optional(&mut db_conn)
                     .await
                 }
                 Op::Say { text, .. } => {
                     sqlx::query_scalar("SELECT message_id FROM messages WHERE content LIKE ?")
                         .bind(format!("%\"{text}\"%"))
-                        .fetch_optional(&mut conn)
+                        .fetch_optional(&mut db_conn)
                         .await
                 }
             }
@@ -343,11 +344,6 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
         );
     }
 
-    let mut db_conn = SqliteConnectOptions::new()
-        .filename(&db)
-        .connect()
-        .await
-        .expect("open");
     // Every acknowledged start made exactly its one conversation.
     let mut lost = 0;
     let mut duplicated = 0;
