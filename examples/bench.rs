@@ -56,7 +56,6 @@ use conversations::{
         watch_events_response::Item,
     },
     startup::{Application, shutdown_signal},
-    store::keys,
 };
 use serde::Serialize;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -704,10 +703,11 @@ async fn seed(db: &Path, sizes: &Sizes) -> Result<Seeded> {
     let application = Application::build(&settings).await?;
     let app = application.app().clone();
     admin::bootstrap(app.store()).await?;
-    let workspace_id =
-        keys::find_workspace(&mut *app.store().read().await?, admin::DEFAULT_WORKSPACE)
-            .await?
-            .ok_or("the bootstrapped workspace is missing")?;
+    let workspace_id = app
+        .store()
+        .find_workspace(admin::DEFAULT_WORKSPACE)
+        .await?
+        .ok_or("the bootstrapped workspace is missing")?;
     let caller = Caller {
         workspace_id,
         role: Role::Agent,

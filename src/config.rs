@@ -5,20 +5,22 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{app::LimitsConfig, domain::credentials::Role, feed::FeedConfig};
+use crate::{app::LimitsConfig, domain::credentials::Role, feed::FeedConfig, store::Location};
 
 /// Live-chat conversation status lifecycle over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "conversations", version, about)]
 pub struct Cli {
-    /// The SQLite database file; created with its schema when missing.
+    /// The database: a SQLite file (created with its schema when missing),
+    /// or a `postgres://` / `postgresql://` URL, which any number of servers
+    /// may share.
     #[arg(
         long,
         env = "CONVERSATIONS_DATABASE",
         default_value = "./conversations.db",
         global = true
     )]
-    pub database: PathBuf,
+    pub database: Location,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -141,7 +143,7 @@ impl ServeArgs {
     }
 
     /// The server settings these flags ask for, on `database`.
-    pub fn settings(&self, database: PathBuf) -> Settings {
+    pub fn settings(&self, database: Location) -> Settings {
         Settings {
             feed: self.feed(),
             limits: self.limits(),
@@ -215,8 +217,8 @@ impl From<KeyRole> for Role {
 pub struct Settings {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The SQLite file.
-    pub database: PathBuf,
+    /// The database.
+    pub database: Location,
     /// How event streams are tuned.
     pub feed: FeedConfig,
     /// What callers are held to.
@@ -240,10 +242,10 @@ pub struct TlsFiles {
 
 impl Settings {
     /// Serving `database` on `listen`, with every default.
-    pub fn new(listen: SocketAddr, database: PathBuf) -> Self {
+    pub fn new(listen: SocketAddr, database: impl Into<Location>) -> Self {
         Self {
             listen,
-            database,
+            database: database.into(),
             feed: FeedConfig::default(),
             limits: LimitsConfig::default(),
             max_connection_age: None,

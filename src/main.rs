@@ -38,7 +38,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!(
                     "Created workspace `{}` in {}.",
                     admin::DEFAULT_WORKSPACE,
-                    settings.database.display()
+                    settings.database
                 );
                 println!("These keys are shown once; only their hashes are stored:");
                 println!("agent key: {}", keys.agent.token);

@@ -1,16 +1,9 @@
 //! Assembles the server: binds the listener first (so a test on port 0 knows
-//! its address before serving), takes the database file's server lock, opens
-//! the store, and serves the conversation service with reflection, health,
+//! its address before serving), opens the store (on a SQLite file, taking
+//! its server lock), and serves the conversation service with reflection, health,
 //! message size limits and graceful shutdown.
 
-use std::{
-    fs::File,
-    future::Future,
-    io::{Read, Seek, Write},
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, path::Path, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
@@ -48,27 +41,6 @@ pub enum StartupError {
     /// The database could not be opened or migrated.
     #[error("could not open the database: {0}")]
     Store(#[from] StoreError),
-    /// Another server serves this database file.
-    #[error(
-        "{database} is already served by another `conversations serve` ({holder}; lock file {lock}). \
-         One server per database file: stop it first, or give this one another --database"
-    )]
-    AlreadyServed {
-        /// The database file.
-        database: String,
-        /// Who holds the lock, as far as its lock file tells.
-        holder: String,
-        /// The lock file.
-        lock: String,
-    },
-    /// The lock file could not be opened or written.
-    #[error("could not lock {path}: {source}")]
-    Lock {
-        /// The lock file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The address could not be bound.
     #[error("could not listen on {addr}: {source}")]
     Bind {
@@ -103,65 +75,6 @@ pub enum StartupError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The exclusive right to serve one database file: an OS lock on a file
-/// beside it, held for the server's lifetime and released by the OS when
-/// the process ends, however it ends. The in-memory state (the writer's
-/// order, the feed's heads, the key cache) assumes one server per file; the
-/// command line's admin commands do not take it and keep working.
-#[derive(Debug)]
-pub struct ServerLock {
-    _file: File,
-}
-
-impl ServerLock {
-    /// The lock file of `database`.
-    pub fn path(database: &Path) -> PathBuf {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".server-lock");
-        PathBuf::from(name)
-    }
-
-    /// Takes the lock of `database`, or says who holds it.
-    pub fn acquire(database: &Path) -> Result<Self, StartupError> {
-        let path = Self::path(database);
-        let shown = path.display().to_string();
-        let io = |source| StartupError::Lock {
-            path: shown.clone(),
-            source,
-        };
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(StartupError::AlreadyServed {
-                    database: database.display().to_string(),
-                    holder: if holder.is_empty() {
-                        "a process that has not written its id yet".to_owned()
-                    } else {
-                        holder.to_owned()
-                    },
-                    lock: shown,
-                });
-            }
-            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
-        }
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        writeln!(file, "process {}", std::process::id()).map_err(io)?;
-        file.flush().map_err(io)?;
-        Ok(Self { _file: file })
-    }
-}
-
 /// A bound, not yet serving, server.
 pub struct Application {
     listener: TcpListener,
@@ -169,7 +82,6 @@ pub struct Application {
     app: App,
     max_connection_age: Option<Duration>,
     tls: Option<ServerTlsConfig>,
-    _lock: ServerLock,
 }
 
 /// How long a client may take over its TLS handshake: a socket that never
@@ -232,8 +144,7 @@ impl Application {
             source,
         })?;
         let tls = settings.tls.as_ref().map(tls_config).transpose()?;
-        let lock = ServerLock::acquire(&settings.database)?;
-        let store = Store::open(&settings.database).await?;
+        let store = Store::open_to_serve(&settings.database).await?;
         let app = App::start(store, settings.feed, settings.limits).await?;
         Ok(Self {
             listener,
@@ -241,7 +152,6 @@ impl Application {
             app,
             max_connection_age: settings.max_connection_age,
             tls,
-            _lock: lock,
         })
     }
 

@@ -52,7 +52,7 @@ fn build() -> Harness {
     .expect("temp dir");
     let db = dir.path().join("fuzz.db");
     let (app, keys, other_key) = runtime.block_on(async {
-        let store = Store::open(&db).await.expect("store");
+        let store = Store::open_to_serve(&db.into()).await.expect("store");
         let boot = admin::bootstrap(&store)
             .await
             .expect("bootstrap")

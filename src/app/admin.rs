@@ -7,7 +7,7 @@ use crate::{
         credentials::{IssuedKey, Role, check_workspace_name},
         flow::{FlowDefinition, Step},
     },
-    store::{Store, StoreError, keys},
+    store::{NewKey, Store, StoreError},
 };
 
 /// The workspace an empty database gets.
@@ -98,7 +98,8 @@ pub async fn apply_flow(
     workspace: &str,
     file: FlowFile,
 ) -> Result<(String, i64), AdminError> {
-    let workspace_id = keys::find_workspace(&mut *store.read().await?, workspace)
+    let workspace_id = store
+        .find_workspace(workspace)
         .await?
         .ok_or_else(|| AdminError::NoSuchWorkspace(workspace.to_owned()))?;
     // The command line acts with the database's authority, as an admin key
@@ -139,6 +140,15 @@ pub struct BootstrapKeys {
     pub visitor: IssuedKey,
 }
 
+/// What the store keeps of `key`: its id and the hash of its secret.
+fn stored(key: &IssuedKey, role: Role) -> NewKey<'_> {
+    NewKey {
+        key_id: &key.key_id,
+        role,
+        secret_hash: &key.secret_hash,
+    }
+}
+
 fn random_key() -> Result<IssuedKey, AdminError> {
     let mut random = [0u8; 40];
     getrandom::fill(&mut random).map_err(|e| AdminError::Random(e.to_string()))?;
@@ -148,12 +158,10 @@ fn random_key() -> Result<IssuedKey, AdminError> {
 /// Creates a workspace.
 pub async fn create_workspace(store: &Store, name: &str) -> Result<WorkspaceId, AdminError> {
     check_workspace_name(name).map_err(AdminError::InvalidName)?;
-    let mut tx = store.begin_write().await?;
-    let id = keys::create_workspace(&mut tx, name, now())
+    store
+        .create_workspace(name, now())
         .await?
-        .ok_or_else(|| AdminError::WorkspaceExists(name.to_owned()))?;
-    store.commit(tx).await?;
-    Ok(id)
+        .ok_or_else(|| AdminError::WorkspaceExists(name.to_owned()))
 }
 
 /// Makes a key for a workspace; the returned token is the only copy.
@@ -162,21 +170,13 @@ pub async fn create_key(
     workspace: &str,
     role: Role,
 ) -> Result<IssuedKey, AdminError> {
-    let mut tx = store.begin_write().await?;
-    let workspace_id = keys::find_workspace(&mut tx, workspace)
-        .await?
-        .ok_or_else(|| AdminError::NoSuchWorkspace(workspace.to_owned()))?;
     let key = random_key()?;
-    keys::insert_key(
-        &mut tx,
-        &key.key_id,
-        workspace_id,
-        role,
-        &key.secret_hash,
-        now(),
-    )
-    .await?;
-    store.commit(tx).await?;
+    if !store
+        .create_key(workspace, &stored(&key, role), now())
+        .await?
+    {
+        return Err(AdminError::NoSuchWorkspace(workspace.to_owned()));
+    }
     Ok(key)
 }
 
@@ -184,40 +184,22 @@ pub async fn create_key(
 pub async fn revoke_key(store: &Store, key: &str) -> Result<(), AdminError> {
     let key_id = crate::domain::credentials::PresentedKey::parse(key)
         .map_or_else(|| key.to_owned(), |k| k.key_id);
-    let mut tx = store.begin_write().await?;
-    if !keys::revoke_key(&mut tx, &key_id, now()).await? {
+    if !store.revoke_key(&key_id, now()).await? {
         return Err(AdminError::NoSuchKey(key_id));
     }
-    store.commit(tx).await?;
     Ok(())
 }
 
 /// On a database with no workspace, creates `default` with one agent and one
 /// visitor key and returns them; otherwise does nothing.
 pub async fn bootstrap(store: &Store) -> Result<Option<BootstrapKeys>, AdminError> {
-    let mut tx = store.begin_write().await?;
-    if keys::count_workspaces(&mut tx).await? > 0 {
-        return Ok(None);
-    }
-    let now = now();
-    let workspace_id = keys::create_workspace(&mut tx, DEFAULT_WORKSPACE, now)
-        .await?
-        .ok_or_else(|| AdminError::WorkspaceExists(DEFAULT_WORKSPACE.to_owned()))?;
     let agent = random_key()?;
     let visitor = random_key()?;
-    for (key, role) in [(&agent, Role::Agent), (&visitor, Role::Visitor)] {
-        keys::insert_key(
-            &mut tx,
-            &key.key_id,
-            workspace_id,
-            role,
-            &key.secret_hash,
-            now,
-        )
-        .await?;
-    }
-    store.commit(tx).await?;
-    Ok(Some(BootstrapKeys { agent, visitor }))
+    let keys = [stored(&agent, Role::Agent), stored(&visitor, Role::Visitor)];
+    Ok(store
+        .bootstrap(DEFAULT_WORKSPACE, &keys, now())
+        .await?
+        .map(|_| BootstrapKeys { agent, visitor }))
 }
 
 #[cfg(test)]

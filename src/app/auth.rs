@@ -22,10 +22,7 @@ use crate::{
         Micros, WorkspaceId,
         credentials::{PresentedKey, Role},
     },
-    store::{
-        Store, StoreError,
-        keys::{self, StoredKey},
-    },
+    store::{Store, StoreError, StoredKey},
 };
 
 /// How often the store is asked for revocations.
@@ -132,7 +129,7 @@ impl KeyCache {
     /// Reads a key the cache has not met from the store, and keeps it.
     /// Unknown ids are not kept: guessing cannot fill the memory.
     async fn load(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
-        let Some(key) = keys::find_key(&mut *self.store.read().await?, key_id).await? else {
+        let Some(key) = self.store.find_key(key_id).await? else {
             return Ok(None);
         };
         let mut cached = self.keys.write().unwrap_or_else(|p| p.into_inner());
@@ -180,11 +177,7 @@ async fn poll_revocations(store: Store, keys: std::sync::Weak<RwLock<HashMap<Str
         every.tick().await;
         let Some(keys) = keys.upgrade() else { return };
         let polled_at = now();
-        let revoked = match store.read().await {
-            Ok(mut conn) => keys::revoked_since(&mut conn, since).await,
-            Err(error) => Err(error),
-        };
-        match revoked {
+        match store.revoked_since(since).await {
             Ok(revoked) => {
                 mark_revoked(&keys, &revoked);
                 since = Micros(polled_at.0 - REVOCATION_SLACK_MICROS);

@@ -12,7 +12,6 @@ use crate::{
         values::{ConversationId, VisitorId},
     },
     feed::Subscription,
-    store::conversations,
 };
 
 /// Largest `ListEvents` page.
@@ -87,10 +86,11 @@ impl App {
             }
         }
         if let Some(id) = &query.conversation_id {
-            let visible =
-                conversations::get(&mut *self.store.read().await?, caller.workspace_id, id)
-                    .await?
-                    .is_some_and(|c| query.visitor_id.as_ref().is_none_or(|v| *v == c.visitor_id));
+            let visible = self
+                .store
+                .conversation(caller.workspace_id, id)
+                .await?
+                .is_some_and(|c| query.visitor_id.as_ref().is_none_or(|v| *v == c.visitor_id));
             if !visible {
                 return Err(AppError::NotFound(id.as_str().to_owned()));
             }

@@ -4,10 +4,7 @@
 use super::{App, AppError, Caller, FieldViolation, now};
 use crate::{
     domain::flow::{FlowDefinition, FlowViolation},
-    store::{
-        Store,
-        flows::{self, StoredFlow},
-    },
+    store::{DefaultFlow, Store, StoredFlow},
 };
 
 /// The flow use cases, over the store alone (no writer, no feed): the
@@ -69,9 +66,7 @@ impl Flows {
             definition: valid.to_definition(),
             create_time: now(),
         };
-        let mut tx = self.store().begin_write().await?;
-        flows::insert(&mut tx, caller.workspace_id, &flow).await?;
-        self.store().commit(tx).await?;
+        self.store().insert_flow(caller.workspace_id, &flow).await?;
         Ok(FlowView {
             flow,
             is_default: false,
@@ -86,25 +81,18 @@ impl Flows {
         version: Option<i64>,
     ) -> Result<FlowView, AppError> {
         caller.require_admin()?;
-        let mut tx = self.store().begin_read().await?;
-        let flow = flows::get(&mut tx, caller.workspace_id, flow_id, version)
+        let (flow, is_default) = self
+            .store()
+            .flow(caller.workspace_id, flow_id, version)
             .await?
             .ok_or_else(|| AppError::FlowNotFound(flow_id.to_owned()))?;
-        let default = flows::default_flow_id(&mut tx, caller.workspace_id).await?;
-        tx.commit().await?;
-        Ok(FlowView {
-            is_default: default.as_deref() == Some(flow_id),
-            flow,
-        })
+        Ok(FlowView { flow, is_default })
     }
 
     /// The newest version of each flow of the workspace.
     pub async fn list_flows(&self, caller: &Caller) -> Result<Vec<FlowView>, AppError> {
         caller.require_admin()?;
-        let mut tx = self.store().begin_read().await?;
-        let all = flows::list_latest(&mut tx, caller.workspace_id).await?;
-        let default = flows::default_flow_id(&mut tx, caller.workspace_id).await?;
-        tx.commit().await?;
+        let (all, default) = self.store().flows(caller.workspace_id).await?;
         Ok(all
             .into_iter()
             .map(|flow| FlowView {
@@ -124,23 +112,18 @@ impl Flows {
     ) -> Result<FlowView, AppError> {
         caller.require_admin()?;
         let valid = definition.validate().map_err(invalid)?;
-        let mut tx = self.store().begin_write().await?;
-        let current = flows::get(&mut tx, caller.workspace_id, flow_id, None)
+        let definition = valid.to_definition();
+        let (flow, is_default) = self
+            .store()
+            .update_flow(caller.workspace_id, flow_id, |current| StoredFlow {
+                flow_id: current.flow_id,
+                version: current.version + 1,
+                definition,
+                create_time: now(),
+            })
             .await?
             .ok_or_else(|| AppError::FlowNotFound(flow_id.to_owned()))?;
-        let flow = StoredFlow {
-            flow_id: current.flow_id,
-            version: current.version + 1,
-            definition: valid.to_definition(),
-            create_time: now(),
-        };
-        flows::insert(&mut tx, caller.workspace_id, &flow).await?;
-        let default = flows::default_flow_id(&mut tx, caller.workspace_id).await?;
-        self.store().commit(tx).await?;
-        Ok(FlowView {
-            is_default: default.as_deref() == Some(flow_id),
-            flow,
-        })
+        Ok(FlowView { flow, is_default })
     }
 
     /// Makes `flow_id` the workspace default, or clears it with `None`.
@@ -150,17 +133,18 @@ impl Flows {
         flow_id: Option<&str>,
     ) -> Result<Option<FlowView>, AppError> {
         caller.require_admin()?;
-        let mut tx = self.store().begin_write().await?;
-        let flow = match flow_id {
-            Some(flow_id) => Some(
-                flows::get(&mut tx, caller.workspace_id, flow_id, None)
-                    .await?
-                    .ok_or_else(|| AppError::FlowNotFound(flow_id.to_owned()))?,
-            ),
-            None => None,
+        let flow = match self
+            .store()
+            .set_default_flow(caller.workspace_id, flow_id)
+            .await?
+        {
+            DefaultFlow::Set(flow) => flow,
+            DefaultFlow::NoSuchFlow => {
+                return Err(AppError::FlowNotFound(
+                    flow_id.unwrap_or_default().to_owned(),
+                ));
+            }
         };
-        flows::set_default(&mut tx, caller.workspace_id, flow_id).await?;
-        self.store().commit(tx).await?;
         Ok(flow.map(|flow| FlowView {
             flow,
             is_default: true,

@@ -13,7 +13,6 @@ use crate::{
         lifecycle::{self, Sender},
         values::RequestId,
     },
-    store::idempotency,
     writer::WriteRequest,
 };
 
@@ -99,9 +98,6 @@ impl App {
     /// Forgets request ids older than the retention; returns how many.
     pub async fn purge_request_ids(&self) -> Result<u64, AppError> {
         let cutoff = Micros(now().0 - REQUEST_ID_RETENTION_MICROS);
-        let mut tx = self.store.begin_write().await?;
-        let purged = idempotency::purge_before(&mut tx, cutoff).await?;
-        self.store.commit(tx).await?;
-        Ok(purged)
+        Ok(self.store.purge_request_ids(cutoff).await?)
     }
 }

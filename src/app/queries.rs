@@ -13,10 +13,7 @@ use crate::{
         credentials::Role,
         values::{ConversationId, VisitorId},
     },
-    store::{
-        conversations::{self, ListCursor, ListFilter},
-        counters, messages,
-    },
+    store::{ListCursor, ListFilter},
 };
 
 /// Page size when the request gives none.
@@ -165,7 +162,8 @@ impl App {
         visitor_id: Option<&VisitorId>,
     ) -> Result<Conversation, AppError> {
         Self::require_visitor_for_visitor_keys(caller, visitor_id)?;
-        conversations::get(&mut *self.store.read().await?, caller.workspace_id, id)
+        self.store
+            .conversation(caller.workspace_id, id)
             .await?
             .filter(|c| Self::visible_to(caller, c, visitor_id))
             .ok_or_else(|| AppError::NotFound(id.as_str().to_owned()))
@@ -196,17 +194,15 @@ impl App {
         };
         let limit = page_limit(page_size);
         // One read transaction: the page, the counts and the head agree.
-        let mut tx = self.store.begin_read().await?;
-        let tally = counters::get(&mut tx, caller.workspace_id).await?;
-        let mut page = conversations::list(
-            &mut tx,
-            caller.workspace_id,
-            &filter,
-            cursor.as_ref(),
-            i64::from(limit) + 1,
-        )
-        .await?;
-        tx.commit().await?;
+        let (mut page, tally) = self
+            .store
+            .conversation_page(
+                caller.workspace_id,
+                &filter,
+                cursor.as_ref(),
+                i64::from(limit) + 1,
+            )
+            .await?;
         let next_page_token = next_page(&mut page, limit, |last| {
             encode(&ConversationToken {
                 u: last.update_time.0,
@@ -245,20 +241,19 @@ impl App {
         };
         let limit = page_limit(page_size);
         let everyone_only = !caller.role.sees_agents_only();
-        let mut tx = self.store.begin_read().await?;
-        conversations::get(&mut tx, caller.workspace_id, id)
+        let mut page = self
+            .store
+            .thread_page(
+                caller.workspace_id,
+                id,
+                everyone_only,
+                after_position,
+                i64::from(limit) + 1,
+            )
             .await?
-            .filter(|c| Self::visible_to(caller, c, visitor_id))
-            .ok_or_else(|| AppError::NotFound(id.as_str().to_owned()))?;
-        let mut page = messages::list(
-            &mut tx,
-            id,
-            everyone_only,
-            after_position,
-            i64::from(limit) + 1,
-        )
-        .await?;
-        tx.commit().await?;
+            .filter(|(c, _)| Self::visible_to(caller, c, visitor_id))
+            .ok_or_else(|| AppError::NotFound(id.as_str().to_owned()))?
+            .1;
         let next_page_token = next_page(&mut page, limit, |last| {
             encode(&MessageToken {
                 p: last.position,

@@ -8,7 +8,7 @@ pub use super::status::Status;
 use super::values::{AgentRef, ConversationId, Micros, VisitorId};
 
 /// The tenant a conversation belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WorkspaceId(pub i64);
 

@@ -30,7 +30,7 @@ use tokio::{
 
 use crate::{
     domain::{WorkspaceId, lifecycle::Event, scope::EventScope},
-    store::{Store, StoreError, counters, events},
+    store::{Store, StoreError},
 };
 use hub::{Hub, Recent, Registration};
 
@@ -139,7 +139,8 @@ pub struct Feed {
 impl Feed {
     /// The feed of `store`, each workspace starting at its stored head.
     pub async fn open(store: Store, config: FeedConfig) -> Result<Self, StoreError> {
-        let heads = counters::all(&mut *store.read().await?)
+        let heads = store
+            .tallies()
             .await?
             .into_iter()
             .map(|(workspace, tally)| (workspace, tally.event_head))
@@ -205,16 +206,10 @@ impl Feed {
                 head,
             }),
             Recent::Older { head } => {
-                let mut tx = self.store.begin_feed_read().await?;
-                let events = events::read(
-                    &mut tx,
-                    scope,
-                    after,
-                    head,
-                    i64::try_from(limit).unwrap_or(i64::MAX),
-                )
-                .await?;
-                tx.commit().await?;
+                let events = self
+                    .store
+                    .read_events(scope, after, head, i64::try_from(limit).unwrap_or(i64::MAX))
+                    .await?;
                 // A short batch scanned everything up to the head.
                 let scanned = match events.last() {
                     Some(last) if events.len() == limit => last.sequence,

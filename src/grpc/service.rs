@@ -22,7 +22,7 @@ use crate::{
     },
     feed::{FeedEnd, FeedItem},
     pb::{self, conversation_service_server::ConversationService},
-    store::conversations::ListFilter,
+    store::ListFilter,
 };
 
 /// Serves `conversations.v1.ConversationService`.

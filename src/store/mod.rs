@@ -1,46 +1,47 @@
-//! All SQL lives here, and nothing else does. Functions take a connection or
-//! a transaction, so a caller can put several of them in one transaction.
+//! All SQL lives here, and nothing else does.
 //!
-//! The contract the layers above rely on is small:
-//! - [`batch`]: the write path of mutations. One transaction loads what a
-//!   batch of commands needs, then writes every decided change (rows,
-//!   per-workspace event sequences, counters, idempotency records) with a few
-//!   multi-row statements, then commits once. A second backend implements
-//!   the same [`batch::BatchTx`] calls.
-//! - reads grouped by the question they answer: [`conversations`],
-//!   [`messages`], [`events`], [`flows`], [`keys`].
+//! **The contract** the layers above rely on is [`Store`]: operations, each
+//! one transaction or one statement (reads grouped by the question they
+//! answer, administrative writes of keys and flows), and the group-commit
+//! write path of mutations, [`BatchTx`]: one transaction loads what a batch
+//! of commands needs, then writes every decided change (rows, per-workspace
+//! event sequences, counters, idempotency records) with a few multi-row
+//! statements and commits once.
 //!
-//! SQLite runs in WAL mode with four pools, so that no kind of work queues
-//! behind another: one connection for the group-commit writer (see
-//! `crate::writer`), one for administrative writes (keys, flows, purges),
-//! several for unary reads, and two for event-feed catch-up, so a thousand
-//! reconnecting streams never delay a `GetConversation`. Write transactions
-//! start with `BEGIN IMMEDIATE`, taking the write lock up front, so a
-//! transaction never fails halfway through on a lock upgrade (another
-//! process, such as the CLI, may write keys and flows to the same file).
+//! **Two backends** implement it, chosen by the database's [`Location`]: a
+//! SQLite file ([`sqlite`], the embedded default, one server per file) and
+//! a PostgreSQL database ([`postgres`], any number of servers). Their SQL is
+//! written once, in `sql/`, and compiled for each backend with its own
+//! driver types; where the two dialects differ, each backend's `dialect`
+//! module says so. Nothing above this module knows which backend it runs on.
 
-pub mod batch;
-pub mod conversations;
-pub mod counters;
-pub mod events;
-pub mod flows;
-pub mod idempotency;
-pub mod keys;
-pub mod messages;
+mod model;
+// Each backend compiles the files of `sql/` as modules of its own, with its
+// driver's types: one source, two instantiations, on purpose.
+#[allow(clippy::duplicate_mod, reason = "sql/ is compiled once per backend")]
+mod postgres;
+#[allow(clippy::duplicate_mod, reason = "sql/ is compiled once per backend")]
+mod sqlite;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr};
 
-use sqlx::{
-    Sqlite, Transaction,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-    },
+pub use model::{
+    DefaultFlow, ListCursor, ListFilter, NewKey, NewRecord, Record, StoredFlow, StoredKey, Tally,
+    Writes,
+};
+pub use sqlite::connect_options;
+
+use crate::domain::{
+    Conversation, Message, Micros, WorkspaceId,
+    lifecycle::Event,
+    scope::EventScope,
+    values::{ConversationId, RequestId},
 };
 
 /// A store failure. Its detail is for the log, never for a client.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite or the driver failed.
+    /// The database or the driver failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// The schema could not be brought up to date.
@@ -49,6 +50,28 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Another server serves this database file.
+    #[error(
+        "{database} is already served by another `conversations serve` ({holder}; lock file {lock}). \
+         One server per database file: stop it first, or give this one another --database \
+         (several servers share a PostgreSQL database, not a file)"
+    )]
+    AlreadyServed {
+        /// The database file.
+        database: String,
+        /// Who holds the lock, as far as its lock file tells.
+        holder: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// The lock file could not be opened or written.
+    #[error("could not lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl From<serde_json::Error> for StoreError {
@@ -57,123 +80,388 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// A write transaction.
-pub type WriteTx = Transaction<'static, Sqlite>;
+/// Where the data lives: a SQLite file, or a PostgreSQL database named by a
+/// `postgres://` or `postgresql://` URL. Shown (Display and Debug alike)
+/// with any password redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file, created with its schema when missing.
+    File(PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
 
-/// The database: its pools, each for one kind of work.
+impl FromStr for Location {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(
+            if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                Self::Postgres(s.to_owned())
+            } else {
+                Self::File(PathBuf::from(s))
+            },
+        )
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(path: PathBuf) -> Self {
+        Self::File(path)
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => f.write_str(&redacted(url)),
+        }
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
+/// `url` with its password (in the authority or as a `password` query
+/// parameter) replaced; a URL that does not parse is not shown at all.
+fn redacted(url: &str) -> String {
+    const HIDDEN: &str = "********";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "postgres://(a URL that does not parse)".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some(HIDDEN));
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    HIDDEN.into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// The database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    batch: SqlitePool,
-    admin: SqlitePool,
-    reader: SqlitePool,
-    feed: SqlitePool,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::Backend),
+    Postgres(postgres::Backend),
+}
+
+/// Calls the same method on whichever backend the store has.
+macro_rules! dispatch {
+    ($self:expr, $backend:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($backend) => $call,
+            Backend::Postgres($backend) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if missing) the SQLite file at `path` and applies the
-    /// embedded migrations.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = connect_options(path)?;
-        let pool = |connections: u32, options: SqliteConnectOptions| {
-            SqlitePoolOptions::new()
-                .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_lazy_with(options)
+    /// Opens the database for the command line and tools, applying the
+    /// migrations (creating a missing SQLite file).
+    pub async fn open(location: &Location) -> Result<Self, StoreError> {
+        Self::connect(location, false).await
+    }
+
+    /// Opens the database for a server: on a SQLite file, takes the file's
+    /// server lock first ([`StoreError::AlreadyServed`] if another server
+    /// has it).
+    pub async fn open_to_serve(location: &Location) -> Result<Self, StoreError> {
+        Self::connect(location, true).await
+    }
+
+    async fn connect(location: &Location, serve: bool) -> Result<Self, StoreError> {
+        let backend = match location {
+            Location::File(path) => Backend::Sqlite(sqlite::Backend::open(path, serve).await?),
+            Location::Postgres(url) => Backend::Postgres(postgres::Backend::open(url).await?),
         };
-        let admin = pool(1, options.clone());
-        sqlx::migrate!("./migrations").run(&admin).await?;
-        // The batch writer's commits never run a checkpoint themselves (a
-        // checkpoint copies pages into the database file and syncs it, which
-        // would stall every caller of that batch); `checkpoint` does it
-        // beside them.
-        let batch = pool(1, options.clone().pragma("wal_autocheckpoint", "0"));
-        Ok(Self {
-            batch,
-            admin,
-            reader: pool(4, options.clone()),
-            feed: pool(2, options),
+        Ok(Self { backend })
+    }
+
+    /// Starts the write transaction of a batch of mutations. Only the batch
+    /// writer calls it, one batch at a time.
+    pub async fn begin_batch(&self) -> Result<BatchTx, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(b) => BatchTx::Sqlite(b.begin_batch().await?),
+            Backend::Postgres(b) => BatchTx::Postgres(b.begin_batch().await?),
         })
     }
 
-    /// Starts an administrative write transaction (keys, workspaces, flows,
-    /// purges) holding SQLite's write lock. Mutations of conversations go
-    /// through [`Store::begin_batch`] instead.
-    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        Ok(self.admin.begin_with("BEGIN IMMEDIATE").await?)
+    /// The conversation with this id in this workspace; None when there is
+    /// none (including when it belongs to another workspace).
+    pub async fn conversation(
+        &self,
+        workspace_id: WorkspaceId,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        dispatch!(self, b => b.conversation(workspace_id, id).await)
     }
 
-    /// Starts the write transaction of a batch of mutations.
-    pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
-        Ok(batch::BatchTx::new(
-            self.batch.begin_with("BEGIN IMMEDIATE").await?,
-        ))
+    /// Up to `limit` conversations matching `filter`, newest update first,
+    /// then by id, strictly after `cursor`; and the workspace's counters,
+    /// from the same snapshot.
+    pub async fn conversation_page(
+        &self,
+        workspace_id: WorkspaceId,
+        filter: &ListFilter,
+        cursor: Option<&ListCursor>,
+        limit: i64,
+    ) -> Result<(Vec<Conversation>, Tally), StoreError> {
+        dispatch!(self, b => b.conversation_page(workspace_id, filter, cursor, limit).await)
     }
 
-    /// Starts a read transaction: every read in it sees one snapshot.
-    pub async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.reader.begin().await?)
+    /// The conversation and up to `limit` of its messages after
+    /// `after_position`, oldest first (only those for everyone when
+    /// `everyone_only`), from one snapshot; None when the workspace has no
+    /// such conversation.
+    pub async fn thread_page(
+        &self,
+        workspace_id: WorkspaceId,
+        id: &ConversationId,
+        everyone_only: bool,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Option<(Conversation, Vec<Message>)>, StoreError> {
+        dispatch!(self, b => b.thread_page(workspace_id, id, everyone_only, after_position, limit).await)
     }
 
-    /// A connection for a single read.
-    pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
-        Ok(self.reader.acquire().await?)
+    /// The workspace's counters (zeros before its first change).
+    pub async fn tally(&self, workspace_id: WorkspaceId) -> Result<Tally, StoreError> {
+        dispatch!(self, b => b.tally(workspace_id).await)
     }
 
-    /// A read transaction on the event feed's own connections.
-    pub async fn begin_feed_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.feed.begin().await?)
+    /// Every workspace's counters.
+    pub async fn tallies(&self) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+        dispatch!(self, b => b.tallies().await)
     }
 
-    /// Commits an administrative write. It runs in a task of its own, so a
-    /// caller dropped mid-commit (a client that reset its call) cannot leave
-    /// the connection halfway through its COMMIT.
-    pub async fn commit(&self, tx: WriteTx) -> Result<(), StoreError> {
-        tokio::spawn(async move { tx.commit().await })
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("commit task failed: {e}")))??;
-        Ok(())
+    /// Up to `limit` events in `scope` with `after < sequence <= up_to`, in
+    /// order, on the feed's own connections.
+    pub async fn read_events(
+        &self,
+        scope: &EventScope,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        dispatch!(self, b => b.read_events(scope, after, up_to, limit).await)
     }
 
-    /// Copies what the WAL holds into the database file as far as readers
-    /// allow (SQLite's PASSIVE checkpoint, which never blocks a writer).
+    /// The key with this id.
+    pub async fn find_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+        dispatch!(self, b => b.find_key(key_id).await)
+    }
+
+    /// Ids of keys revoked at or after `since`.
+    pub async fn revoked_since(&self, since: Micros) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, b => b.revoked_since(since).await)
+    }
+
+    /// The id of the workspace named `name`.
+    pub async fn find_workspace(&self, name: &str) -> Result<Option<WorkspaceId>, StoreError> {
+        dispatch!(self, b => b.find_workspace(name).await)
+    }
+
+    /// Creates a workspace; None if the name is taken.
+    pub async fn create_workspace(
+        &self,
+        name: &str,
+        now: Micros,
+    ) -> Result<Option<WorkspaceId>, StoreError> {
+        dispatch!(self, b => b.create_workspace(name, now).await)
+    }
+
+    /// Stores a key of the workspace named `workspace`; false (and nothing
+    /// stored) when there is no such workspace.
+    pub async fn create_key(
+        &self,
+        workspace: &str,
+        key: &NewKey<'_>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.create_key(workspace, key, now).await)
+    }
+
+    /// Revokes a key; false if there is no such key or it was revoked.
+    pub async fn revoke_key(&self, key_id: &str, now: Micros) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.revoke_key(key_id, now).await)
+    }
+
+    /// On a database with no workspace, creates `name` with `keys` and
+    /// returns its id; otherwise changes nothing (servers starting together
+    /// bootstrap once).
+    pub async fn bootstrap(
+        &self,
+        name: &str,
+        keys: &[NewKey<'_>],
+        now: Micros,
+    ) -> Result<Option<WorkspaceId>, StoreError> {
+        dispatch!(self, b => b.bootstrap(name, keys, now).await)
+    }
+
+    /// Stores a new flow.
+    pub async fn insert_flow(
+        &self,
+        workspace_id: WorkspaceId,
+        flow: &StoredFlow,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, b => b.insert_flow(workspace_id, flow).await)
+    }
+
+    /// A flow version (the newest when `version` is None) and whether the
+    /// flow is the workspace's default.
+    pub async fn flow(
+        &self,
+        workspace_id: WorkspaceId,
+        flow_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<(StoredFlow, bool)>, StoreError> {
+        dispatch!(self, b => b.flow(workspace_id, flow_id, version).await)
+    }
+
+    /// The newest version of each flow of the workspace, and its default.
+    pub async fn flows(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> Result<(Vec<StoredFlow>, Option<String>), StoreError> {
+        dispatch!(self, b => b.flows(workspace_id).await)
+    }
+
+    /// Writes the next version of a flow, made by `next` from the newest;
+    /// None when the workspace has no such flow. Returns what was written and
+    /// whether the flow is the default.
+    pub async fn update_flow(
+        &self,
+        workspace_id: WorkspaceId,
+        flow_id: &str,
+        next: impl FnOnce(StoredFlow) -> StoredFlow,
+    ) -> Result<Option<(StoredFlow, bool)>, StoreError> {
+        dispatch!(self, b => b.update_flow(workspace_id, flow_id, next).await)
+    }
+
+    /// Makes `flow_id` the workspace default, or clears it with None.
+    pub async fn set_default_flow(
+        &self,
+        workspace_id: WorkspaceId,
+        flow_id: Option<&str>,
+    ) -> Result<DefaultFlow, StoreError> {
+        dispatch!(self, b => b.set_default_flow(workspace_id, flow_id).await)
+    }
+
+    /// Forgets request ids remembered before `cutoff`; returns how many.
+    pub async fn purge_request_ids(&self, cutoff: Micros) -> Result<u64, StoreError> {
+        dispatch!(self, b => b.purge_request_ids(cutoff).await)
+    }
+
+    /// Housekeeping the backend does not do on its own (SQLite: copying
+    /// the WAL into the file, never blocking a writer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.admin)
-            .await?;
-        Ok(())
+        dispatch!(self, b => b.checkpoint().await)
     }
 
-    /// Closes every pool; the last connection to close checkpoints the WAL.
+    /// Closes every connection.
     pub async fn close(&self) {
-        self.feed.close().await;
-        self.reader.close().await;
-        self.admin.close().await;
-        self.batch.close().await;
+        dispatch!(self, b => b.close().await)
     }
 }
 
-/// How every connection to the database file is opened: WAL, FULL sync,
-/// foreign keys, a 10 s busy timeout. Public so that baselines (the bench's
-/// naive loop) measure SQLite with exactly these pragmas.
-pub fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
-    Ok(SqliteConnectOptions::from_str("sqlite:")?
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL: an acknowledged mutation survives a power cut, not only a
-        // crash of this process.
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10)))
+/// An open batch transaction (see [`Store::begin_batch`]). Read in this
+/// order: [`BatchTx::tallies`] first (it holds the batch's workspaces until
+/// the commit), then conversations, request ids and flows; then
+/// [`BatchTx::commit`] the decided writes.
+pub enum BatchTx {
+    /// On SQLite.
+    Sqlite(sqlite::batch::BatchTx),
+    /// On PostgreSQL.
+    Postgres(postgres::batch::BatchTx),
+}
+
+macro_rules! dispatch_tx {
+    ($self:expr, $tx:ident => $call:expr) => {
+        match $self {
+            BatchTx::Sqlite($tx) => $call,
+            BatchTx::Postgres($tx) => $call,
+        }
+    };
+}
+
+impl BatchTx {
+    /// The counters of these workspaces, held until the commit.
+    pub async fn tallies(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+        dispatch_tx!(self, tx => tx.tallies(workspaces).await)
+    }
+
+    /// The conversations with these ids in these workspaces (the caller
+    /// checks each row's workspace).
+    pub async fn conversations(
+        &mut self,
+        ids: &[(WorkspaceId, &ConversationId)],
+    ) -> Result<Vec<Conversation>, StoreError> {
+        dispatch_tx!(self, tx => tx.conversations(ids).await)
+    }
+
+    /// The remembered first responses of these request ids.
+    pub async fn idempotency_records(
+        &mut self,
+        keys: &[(WorkspaceId, &RequestId)],
+    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
+        dispatch_tx!(self, tx => tx.idempotency_records(keys).await)
+    }
+
+    /// The workspace's default flow id.
+    pub async fn default_flow_id(
+        &mut self,
+        workspace_id: WorkspaceId,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch_tx!(self, tx => tx.default_flow_id(workspace_id).await)
+    }
+
+    /// A flow version (the newest when `version` is None).
+    pub async fn flow(
+        &mut self,
+        workspace_id: WorkspaceId,
+        flow_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredFlow>, StoreError> {
+        dispatch_tx!(self, tx => tx.flow(workspace_id, flow_id, version).await)
+    }
+
+    /// Writes the batch's rows and commits: when this returns Ok, every
+    /// write is durable.
+    pub async fn commit(self, writes: &Writes) -> Result<(), StoreError> {
+        dispatch_tx!(self, tx => tx.commit(writes).await)
+    }
 }
 
 /// Rows of `columns` bound values that fit in one statement, under SQLite's
-/// limit of 32,766 bound variables.
+/// limit of 32,766 bound variables (PostgreSQL allows 65,535).
 fn rows_per_statement(columns: usize) -> usize {
     32_000 / columns
 }
 
 /// Microseconds as stored, from an optional column.
-fn micros(value: Option<i64>) -> Option<crate::domain::Micros> {
-    value.map(crate::domain::Micros)
+fn micros(value: Option<i64>) -> Option<Micros> {
+    value.map(Micros)
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Outcome, WriteError, WriteRequest, cache::Cache};
+use super::{Outcome, WriteError, WriteRequest};
 use crate::{
     domain::{
         Conversation, WorkspaceId,
@@ -12,13 +12,7 @@ use crate::{
         values::ConversationId,
     },
     ids::{UlidIds, now},
-    store::{
-        StoreError,
-        batch::{BatchTx, Writes},
-        counters::Tally,
-        flows::StoredFlow,
-        idempotency::{NewRecord, Record},
-    },
+    store::{BatchTx, NewRecord, Record, StoreError, StoredFlow, Tally, Writes},
 };
 
 /// A committed batch: each request's answer, in order, and its events.
@@ -105,35 +99,28 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// Gathers what `requests` need: their conversations and workspace
-    /// counters (from `cache`, else in one statement each), and their
-    /// remembered request ids.
-    pub async fn load(
-        tx: &mut BatchTx,
-        requests: &[&WriteRequest],
-        cache: &mut Cache,
-    ) -> Result<Self, StoreError> {
-        let mut conversations = HashMap::new();
-        let mut missing = Vec::new();
-        for id in requests.iter().filter_map(|r| r.command.conversation_id()) {
-            if conversations.contains_key(id) || missing.contains(&id) {
-                continue;
-            }
-            match cache.conversation(id) {
-                Some(found) => {
-                    conversations.insert(id.clone(), found);
-                }
-                None => missing.push(id),
+    /// Gathers what `requests` need, in the order the store asks for:
+    /// their workspaces' counters first (held until the commit), then their
+    /// conversations and remembered request ids.
+    pub async fn load(tx: &mut BatchTx, requests: &[&WriteRequest]) -> Result<Self, StoreError> {
+        let mut workspaces: Vec<WorkspaceId> = requests.iter().map(|r| r.workspace_id).collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        let tallies = tx.tallies(&workspaces).await?;
+        let mut ids: Vec<(WorkspaceId, &ConversationId)> = Vec::new();
+        for request in requests {
+            if let Some(id) = request.command.conversation_id()
+                && !ids.iter().any(|(_, known)| *known == id)
+            {
+                ids.push((request.workspace_id, id));
             }
         }
-        if !missing.is_empty() {
-            conversations.extend(
-                tx.conversations(&missing)
-                    .await?
-                    .into_iter()
-                    .map(|c| (c.id.clone(), c)),
-            );
-        }
+        let conversations = tx
+            .conversations(&ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         let keys: Vec<_> = requests
             .iter()
             .filter_map(|r| r.request_id.as_ref().map(|id| (r.workspace_id, id)))
@@ -144,22 +131,6 @@ impl Batch {
             .into_iter()
             .map(|(workspace, request_id, record)| ((workspace, request_id), record))
             .collect();
-        let mut tallies = HashMap::new();
-        let mut unknown = Vec::new();
-        for workspace in requests.iter().map(|r| r.workspace_id) {
-            if tallies.contains_key(&workspace) || unknown.contains(&workspace) {
-                continue;
-            }
-            match cache.tally(workspace) {
-                Some(tally) => {
-                    tallies.insert(workspace, tally);
-                }
-                None => unknown.push(workspace),
-            }
-        }
-        if !unknown.is_empty() {
-            tallies.extend(tx.tallies(&unknown).await?);
-        }
         Ok(Self {
             conversations,
             records,

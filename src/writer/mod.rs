@@ -3,7 +3,7 @@
 //! **Owns** the order of writes. Mutations queue to it; it takes what is
 //! queued (up to [`MAX_BATCH`] commands), decides each one in order with the
 //! pure rules ([`lifecycle::decide`]), writes the whole batch in one
-//! transaction with a few multi-row statements ([`crate::store::batch`]),
+//! transaction with a few multi-row statements ([`crate::store::BatchTx`]),
 //! commits once, hands the committed events to the feed, and only then
 //! answers every caller. It also owns the per-workspace event sequences: it
 //! hands them out from the workspace's counter inside the same transaction.
@@ -27,7 +27,6 @@
 //! never decides a rule itself.
 
 mod batch;
-mod cache;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -45,7 +44,7 @@ use crate::{
         values::{ConversationId, RequestId},
     },
     feed::Feed,
-    store::{Store, StoreError, flows::StoredFlow},
+    store::{BatchTx, Store, StoreError, StoredFlow},
 };
 
 /// Most commands in one batch (one transaction).
@@ -139,7 +138,6 @@ impl Writer {
             store,
             feed,
             flows: HashMap::new(),
-            cache: cache::Cache::default(),
         };
         let handle = tokio::spawn(task.run(jobs, stopped));
         Self {
@@ -181,8 +179,6 @@ struct WriterTask {
     feed: Feed,
     /// Flow versions by (workspace, flow id, version): immutable once written.
     flows: HashMap<(WorkspaceId, String, i64), CachedFlow>,
-    /// Conversations and counters as the last commits left them.
-    cache: cache::Cache,
 }
 
 impl WriterTask {
@@ -251,20 +247,10 @@ impl WriterTask {
     }
 
     /// One transaction: load, decide each request in order, write, commit.
-    /// Whether a failed transaction left anything behind is not known for
-    /// sure, so after any failure the cache is forgotten and read afresh.
     async fn commit(&mut self, requests: &[&WriteRequest]) -> Result<batch::Done, StoreError> {
-        let committed = self.try_commit(requests).await;
-        if committed.is_err() {
-            self.cache.clear();
-        }
-        committed
-    }
-
-    async fn try_commit(&mut self, requests: &[&WriteRequest]) -> Result<batch::Done, StoreError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin_batch().await?;
-        let mut state = batch::Batch::load(&mut tx, requests, &mut self.cache).await?;
+        let mut state = batch::Batch::load(&mut tx, requests).await?;
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             let current = match state.begin(request)? {
@@ -287,15 +273,13 @@ impl WriterTask {
             answers.push(state.decide(request, current.as_deref(), flow.as_deref())?);
         }
         let writes = state.into_writes();
-        tx.apply(&writes).await?;
-        tx.commit().await?;
+        tx.commit(&writes).await?;
         tracing::debug!(
             commands = requests.len(),
             events = writes.events.len(),
             took = ?started.elapsed(),
             "batch committed"
         );
-        self.cache.committed(&writes.conversations, &writes.tallies);
         Ok(batch::Done {
             answers,
             events: writes.events,
@@ -307,7 +291,7 @@ impl WriterTask {
     /// restart, the flow and version the conversation's run started with.
     async fn flow_for(
         &mut self,
-        tx: &mut crate::store::batch::BatchTx,
+        tx: &mut BatchTx,
         state: &mut batch::Batch,
         request: &WriteRequest,
         current: Option<&Conversation>,

@@ -1,5 +1,10 @@
-//! Starts the real server on 127.0.0.1:0 with a fresh SQLite file in a temp
-//! dir, and gives tests generated clients that carry a key.
+//! Starts the real server on 127.0.0.1:0 on a fresh database, and gives tests
+//! generated clients that carry a key.
+//!
+//! The backend comes from `CONVERSATIONS_TEST_DATABASE_URL`: unset, each test
+//! gets a SQLite file in a temp dir; set to a PostgreSQL server's URL (e.g.
+//! `postgres://postgres@127.0.0.1/postgres`), each test gets a database of its
+//! own created on that server (named `conversations_test_…`).
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, sync::Once};
 
@@ -15,7 +20,7 @@ use conversations::{
         send_message_request::{Content, Sender},
     },
     startup::{Application, StartupError},
-    store::Store,
+    store::{Location, Store},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -26,6 +31,58 @@ use tonic::{
 use tonic_types::StatusExt;
 
 static TRACING: Once = Once::new();
+static BACKEND_NOTICE: Once = Once::new();
+
+/// The variable that points the suite at a PostgreSQL server.
+pub const POSTGRES_VARIABLE: &str = "CONVERSATIONS_TEST_DATABASE_URL";
+
+/// The PostgreSQL server the suite runs on, if it was given one.
+pub fn postgres_server() -> Option<String> {
+    std::env::var(POSTGRES_VARIABLE)
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// Says once per run which backend the suite runs on, straight to the
+/// terminal (past the test harness's capture), so a run on SQLite alone
+/// cannot pass for one on both.
+fn announce_backend() {
+    use std::io::Write;
+    BACKEND_NOTICE.call_once(|| {
+        let line = match postgres_server() {
+            Some(url) => format!(
+                "integration tests: on PostgreSQL at {}\n",
+                url.parse::<Location>().expect("infallible")
+            ),
+            None => format!(
+                "integration tests: on SQLite only; PostgreSQL was not tested (set {POSTGRES_VARIABLE}=postgres://… to run them there)\n"
+            ),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    });
+}
+
+/// A new, empty database for one test: a database of its own on the
+/// PostgreSQL server when the suite runs there, else a file in `dir`.
+pub async fn fresh_database(dir: &std::path::Path) -> Location {
+    announce_backend();
+    let Some(server) = postgres_server() else {
+        return Location::File(dir.join("conversations.db"));
+    };
+    use sqlx::Connection;
+    let name = format!("conversations_test_{}", ulid::Ulid::new()).to_lowercase();
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("connect to the PostgreSQL server of CONVERSATIONS_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let _ = admin.close().await;
+    let mut url = url::Url::parse(&server).expect("a PostgreSQL URL");
+    url.set_path(&name);
+    Location::Postgres(url.to_string())
+}
 
 /// A client that sends `authorization: Bearer <key>` (or nothing).
 pub type Client = ConversationServiceClient<InterceptedService<Channel, Bearer>>;
@@ -52,7 +109,8 @@ impl Interceptor for Bearer {
 /// A running server and the keys of its `default` workspace.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub db_path: PathBuf,
+    /// The database it serves.
+    pub database: Location,
     pub agent_key: String,
     pub visitor_key: String,
     store: Store,
@@ -94,8 +152,8 @@ impl TestApp {
     /// file are the helper's).
     pub async fn spawn_with(settings: Settings) -> TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let db_path = dir.path().join("conversations.db");
-        let (app, keys) = Self::start(dir, db_path, settings).await;
+        let database = fresh_database(dir.path()).await;
+        let (app, keys) = Self::start(dir, database, settings).await;
         let keys = keys.expect("a new database gets bootstrap keys");
         TestApp {
             agent_key: keys.agent.token,
@@ -104,16 +162,16 @@ impl TestApp {
         }
     }
 
-    /// A server on an existing database file (which it migrates), with
-    /// these keys of its `default` workspace.
+    /// A server on an existing database (which it migrates), with these
+    /// keys of its `default` workspace.
     pub async fn spawn_on(
         dir: Arc<tempfile::TempDir>,
-        db_path: PathBuf,
+        database: Location,
         agent_key: String,
         visitor_key: String,
     ) -> TestApp {
         let settings = settings_with(FeedConfig::default(), LimitsConfig::default());
-        let (app, keys) = Self::start(dir, db_path, settings).await;
+        let (app, keys) = Self::start(dir, database, settings).await;
         assert!(
             keys.is_none(),
             "an existing database gets no bootstrap keys"
@@ -127,7 +185,7 @@ impl TestApp {
 
     async fn start(
         dir: Arc<tempfile::TempDir>,
-        db_path: PathBuf,
+        database: Location,
         settings: Settings,
     ) -> (TestApp, Option<admin::BootstrapKeys>) {
         TRACING.call_once(|| {
@@ -136,7 +194,7 @@ impl TestApp {
             }
         });
         let settings = Settings {
-            database: db_path.clone(),
+            database: database.clone(),
             ..settings
         };
         let application = Application::build(&settings).await.expect("server builds");
@@ -152,7 +210,7 @@ impl TestApp {
         }));
         let app = TestApp {
             addr,
-            db_path,
+            database,
             agent_key: String::new(),
             visitor_key: String::new(),
             store,
@@ -166,21 +224,21 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and waits for it.
-    pub async fn stop(self) -> (Arc<tempfile::TempDir>, PathBuf, String, String) {
+    pub async fn stop(self) -> (Arc<tempfile::TempDir>, Location, String, String) {
         let _ = self.shutdown.send(());
         self.server
             .await
             .expect("server task")
             .expect("server stops cleanly");
-        (self.dir, self.db_path, self.agent_key, self.visitor_key)
+        (self.dir, self.database, self.agent_key, self.visitor_key)
     }
 
     /// Stops the server and starts a new one on the same database file, with
     /// the same settings.
     pub async fn restart(self) -> TestApp {
         let settings = self.settings.clone();
-        let (dir, db_path, agent_key, visitor_key) = self.stop().await;
-        let (app, keys) = Self::start(dir, db_path, settings).await;
+        let (dir, database, agent_key, visitor_key) = self.stop().await;
+        let (app, keys) = Self::start(dir, database, settings).await;
         assert!(keys.is_none(), "a restart must not bootstrap again");
         TestApp {
             agent_key,
@@ -279,12 +337,14 @@ impl TestApp {
 
     /// The newest event sequence of the workspace `name` in the database.
     pub async fn workspace_head(&self, name: &str) -> i64 {
-        let mut conn = self.store.read().await.expect("conn");
-        let workspace = conversations::store::keys::find_workspace(&mut conn, name)
+        let workspace = self
+            .store
+            .find_workspace(name)
             .await
             .expect("workspace")
             .expect("the workspace exists");
-        conversations::store::counters::get(&mut conn, workspace)
+        self.store
+            .tally(workspace)
             .await
             .expect("counters")
             .event_head

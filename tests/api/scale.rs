@@ -11,9 +11,9 @@ use conversations::{
     domain::{Command, credentials::Role, values::VisitorId},
     pb::{self, watch_events_response::Item},
     startup::{Application, StartupError},
-    store::Store,
+    store::{Location, Store, StoreError},
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -23,10 +23,58 @@ use crate::helpers::{
     reopen_request, start, text_request,
 };
 
-async fn raw(app: &TestApp) -> SqlitePool {
-    SqlitePool::connect(&format!("sqlite:{}", app.db_path.display()))
-        .await
-        .expect("open the database file")
+/// The server's SQLite file, opened beside it.
+async fn raw_file(app: &TestApp) -> Option<SqlitePool> {
+    let Location::File(path) = &app.database else {
+        return None;
+    };
+    Some(
+        SqlitePool::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .expect("open the database file"),
+    )
+}
+
+/// Runs `sql` on the server's database beside it.
+async fn raw_execute(app: &TestApp, sql: &str) {
+    match &app.database {
+        Location::File(_) => {
+            let pool = raw_file(app).await.expect("a file");
+            sqlx::query(sql).execute(&pool).await.expect("execute");
+        }
+        Location::Postgres(url) => {
+            let pool = PgPool::connect(url).await.expect("connect");
+            sqlx::query(sql).execute(&pool).await.expect("execute");
+        }
+    }
+}
+
+/// (status, count) rows of the conversations table, read with the
+/// backend's own driver beside the server.
+async fn count_by_status(app: &TestApp) -> Vec<(String, i64)> {
+    let sql = "SELECT status, COUNT(*) FROM conversations GROUP BY status";
+    match &app.database {
+        Location::File(_) => {
+            let pool = raw_file(app).await.expect("a file");
+            sqlx::query(sql)
+                .fetch_all(&pool)
+                .await
+                .expect("count")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        }
+        Location::Postgres(url) => {
+            let pool = PgPool::connect(url).await.expect("connect");
+            sqlx::query(sql)
+                .fetch_all(&pool)
+                .await
+                .expect("count")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        }
+    }
 }
 
 async fn agent_caller(app: &TestApp) -> Caller {
@@ -49,13 +97,12 @@ async fn one_bad_command_does_not_fail_the_commands_batched_with_it() {
     let app = TestApp::spawn().await;
     // A stored flow that no longer validates: starting it is a fault of the
     // store, which fails the whole batch transaction.
-    sqlx::query(
+    raw_execute(
+        &app,
         "INSERT INTO flows (flow_id, version, workspace_id, name, definition, create_time) \
          VALUES ('flow_broken', 1, 1, 'broken', '{\"name\":\"broken\",\"steps\":[]}', 0)",
     )
-    .execute(&raw(&app).await)
-    .await
-    .expect("plant a broken flow");
+    .await;
     let caller = agent_caller(&app).await;
 
     for round in 0..5 {
@@ -123,14 +170,11 @@ async fn inbox_counts_equal_a_count_of_the_table_after_racing_mutations() {
 
     let listed = list_all(&mut agent).await;
     let counts = listed.status_counts.expect("counts");
-    let rows = sqlx::query("SELECT status, COUNT(*) FROM conversations GROUP BY status")
-        .fetch_all(&raw(&app).await)
-        .await
-        .expect("count");
+    let rows = count_by_status(&app).await;
     let counted = |status: &str| {
         rows.iter()
-            .find(|r| r.get::<String, _>(0) == status)
-            .map_or(0, |r| r.get::<i64, _>(1))
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, count)| *count)
     };
     assert_eq!(
         (counts.open, counts.pending, counts.closed),
@@ -190,18 +234,31 @@ async fn a_revoked_keys_open_stream_ends_unauthenticated_with_a_cursor_to_resume
 #[tokio::test]
 async fn a_second_server_on_the_same_database_file_refuses_to_start_naming_the_holder() {
     let app = TestApp::spawn().await;
-    let settings = Settings::new("127.0.0.1:0".parse().expect("address"), app.db_path.clone());
+    let settings = Settings::new(
+        "127.0.0.1:0".parse().expect("address"),
+        app.database.clone(),
+    );
+    let Location::File(db_path) = &app.database else {
+        // One server per database is a rule of SQLite files: on PostgreSQL
+        // a second server is a replica, and starts.
+        let second = Application::build(&settings)
+            .await
+            .expect("a second server starts on the same PostgreSQL database");
+        drop(second);
+        app.stop().await;
+        return;
+    };
     let error = match Application::build(&settings).await {
         Ok(_) => panic!("a second server started on the same file"),
         Err(error) => error,
     };
     assert!(
-        matches!(error, StartupError::AlreadyServed { .. }),
+        matches!(error, StartupError::Store(StoreError::AlreadyServed { .. })),
         "{error}"
     );
     let message = error.to_string();
     assert!(
-        message.contains(&app.db_path.display().to_string()),
+        message.contains(&db_path.display().to_string()),
         "{message}"
     );
     assert!(
@@ -210,7 +267,7 @@ async fn a_second_server_on_the_same_database_file_refuses_to_start_naming_the_h
     );
 
     // The admin commands open the same file beside the server.
-    let store = Store::open(&app.db_path)
+    let store = Store::open(&app.database)
         .await
         .expect("open beside the server");
     admin::create_workspace(&store, "beside")
@@ -219,10 +276,9 @@ async fn a_second_server_on_the_same_database_file_refuses_to_start_naming_the_h
     store.close().await;
 
     // Once the server stops, the file can be served again.
-    let db_path = app.db_path.clone();
-    let (_dir, ..) = app.stop().await;
+    let (_dir, database, ..) = app.stop().await;
     let again = Settings {
-        database: db_path,
+        database,
         ..settings
     };
     let application = Application::build(&again)
@@ -234,7 +290,12 @@ async fn a_second_server_on_the_same_database_file_refuses_to_start_naming_the_h
 #[tokio::test]
 async fn every_list_query_is_a_range_read_of_its_own_index_without_a_sort() {
     let app = TestApp::spawn().await;
-    let pool = raw(&app).await;
+    let Some(pool) = raw_file(&app).await else {
+        // These are SQLite's plans (it has no statistics to pick indexes
+        // by); PostgreSQL plans from its own.
+        app.stop().await;
+        return;
+    };
     let page = "SELECT * FROM conversations WHERE workspace_id = 1";
     let order = "ORDER BY update_time DESC, conversation_id DESC LIMIT 51";
     let cursor = "AND (update_time, conversation_id) < (5, 'conv_x')";
@@ -261,8 +322,8 @@ async fn every_list_query_is_a_range_read_of_its_own_index_without_a_sort() {
             "conversations_by_visitor",
         ),
         (
-            "SELECT * FROM messages WHERE conversation_id = 'c' AND position > 0 \
-             ORDER BY position LIMIT 51"
+            "SELECT * FROM messages WHERE workspace_id = 1 AND conversation_id = 'c' \
+             AND position > 0 ORDER BY position LIMIT 51"
                 .to_owned(),
             "sqlite_autoindex_messages_2",
         ),

@@ -16,7 +16,6 @@ use conversations::{
         values::VisitorId,
     },
     pb,
-    store::keys,
 };
 use sha2::{Digest, Sha256};
 use sqlx::{ConnectOptions, SqliteConnection, sqlite::SqliteConnectOptions};
@@ -98,27 +97,38 @@ async fn an_old_database_is_renumbered_per_workspace_in_order_and_replays_renumb
         .await
         .expect("create the old database");
     // The schema as it was: the migrations before 0003 only.
-    let mut old = sqlx::migrate!("./migrations");
+    let mut old = sqlx::migrate!("./migrations/sqlite");
     old.migrations = Cow::Owned(old.migrations.iter().take(2).cloned().collect());
     old.run(&mut conn).await.expect("old schema");
 
     let (default_agent, default_visitor, acme_agent) = (key(1), key(2), key(3));
-    let default = keys::create_workspace(&mut conn, "default", now())
-        .await
-        .expect("ws")
-        .expect("new");
-    let acme = keys::create_workspace(&mut conn, "acme", now())
-        .await
-        .expect("ws")
-        .expect("new");
+    let (default, acme) = (WorkspaceId(1), WorkspaceId(2));
+    for (ws, name) in [(default, "default"), (acme, "acme")] {
+        sqlx::query("INSERT INTO workspaces (workspace_id, name, create_time) VALUES (?, ?, ?)")
+            .bind(ws.0)
+            .bind(name)
+            .bind(now().0)
+            .execute(&mut conn)
+            .await
+            .expect("old workspace row");
+    }
     for (k, ws, role) in [
         (&default_agent, default, Role::Agent),
         (&default_visitor, default, Role::Visitor),
         (&acme_agent, acme, Role::Agent),
     ] {
-        keys::insert_key(&mut conn, &k.key_id, ws, role, &k.secret_hash, now())
-            .await
-            .expect("key");
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, workspace_id, role, secret_hash, create_time) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&k.key_id)
+        .bind(ws.0)
+        .bind(role.as_str())
+        .bind(&k.secret_hash)
+        .bind(now().0)
+        .execute(&mut conn)
+        .await
+        .expect("old key row");
     }
 
     // Interleaved traffic of both workspaces under one global sequence.
@@ -189,7 +199,13 @@ async fn an_old_database_is_renumbered_per_workspace_in_order_and_replays_renumb
     }
     drop(conn);
 
-    let app = TestApp::spawn_on(dir, db_path, default_agent.token, default_visitor.token).await;
+    let app = TestApp::spawn_on(
+        dir,
+        db_path.into(),
+        default_agent.token,
+        default_visitor.token,
+    )
+    .await;
     let mut default_client = app.agent().await;
     let mut acme_client = app.client_with(Some(&acme_agent.token)).await;
 

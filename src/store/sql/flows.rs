@@ -1,24 +1,15 @@
-//! Flows: every version kept, and each workspace's default.
+//! Flows (the bot playbook): every version kept, and each workspace's
+//! default flow.
 
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
+use sqlx::Row;
 
-use super::StoreError;
-use crate::domain::{Micros, WorkspaceId, flow::FlowDefinition};
+use super::{Conn, DbRow};
+use crate::{
+    domain::{Micros, WorkspaceId},
+    store::{StoreError, model::StoredFlow},
+};
 
-/// One stored version of a flow.
-#[derive(Debug, Clone)]
-pub struct StoredFlow {
-    /// Its id.
-    pub flow_id: String,
-    /// Its version.
-    pub version: i64,
-    /// The definition as written (validated when it was stored).
-    pub definition: FlowDefinition,
-    /// When this version was written.
-    pub create_time: Micros,
-}
-
-fn from_row(row: &SqliteRow) -> Result<StoredFlow, StoreError> {
+fn from_row(row: &DbRow) -> Result<StoredFlow, StoreError> {
     Ok(StoredFlow {
         flow_id: row.try_get("flow_id")?,
         version: row.try_get("version")?,
@@ -27,15 +18,15 @@ fn from_row(row: &SqliteRow) -> Result<StoredFlow, StoreError> {
     })
 }
 
-/// Stores a version of a flow.
+/// Stores a flow version.
 pub async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     workspace_id: WorkspaceId,
     flow: &StoredFlow,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO flows (flow_id, version, workspace_id, name, definition, create_time) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&flow.flow_id)
     .bind(flow.version)
@@ -48,36 +39,49 @@ pub async fn insert(
     Ok(())
 }
 
-/// A version of a flow of this workspace; the newest when `version` is None.
+/// A version of a flow of the workspace: `version`, or the newest.
 pub async fn get(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     workspace_id: WorkspaceId,
     flow_id: &str,
     version: Option<i64>,
 ) -> Result<Option<StoredFlow>, StoreError> {
-    let row = sqlx::query(
-        "SELECT flow_id, version, definition, create_time FROM flows \
-         WHERE workspace_id = ? AND flow_id = ? AND (? IS NULL OR version = ?) \
-         ORDER BY version DESC LIMIT 1",
-    )
-    .bind(workspace_id.0)
-    .bind(flow_id)
-    .bind(version)
-    .bind(version)
-    .fetch_optional(conn)
-    .await?;
+    let row = match version {
+        Some(version) => {
+            sqlx::query(
+                "SELECT flow_id, version, definition, create_time FROM flows \
+                 WHERE workspace_id = $1 AND flow_id = $2 AND version = $3",
+            )
+            .bind(workspace_id.0)
+            .bind(flow_id)
+            .bind(version)
+            .fetch_optional(conn)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "SELECT flow_id, version, definition, create_time FROM flows \
+                 WHERE workspace_id = $1 AND flow_id = $2 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(workspace_id.0)
+            .bind(flow_id)
+            .fetch_optional(conn)
+            .await?
+        }
+    };
     row.as_ref().map(from_row).transpose()
 }
 
-/// The newest version of each flow of the workspace, by flow id.
+/// The newest version of every flow of the workspace, by id.
 pub async fn list_latest(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     workspace_id: WorkspaceId,
 ) -> Result<Vec<StoredFlow>, StoreError> {
     let rows = sqlx::query(
         "SELECT flow_id, version, definition, create_time FROM flows f \
-         WHERE workspace_id = ? AND version = \
-           (SELECT MAX(version) FROM flows g WHERE g.flow_id = f.flow_id) \
+         WHERE workspace_id = $1 AND version = \
+           (SELECT MAX(version) FROM flows g \
+            WHERE g.workspace_id = f.workspace_id AND g.flow_id = f.flow_id) \
          ORDER BY flow_id",
     )
     .bind(workspace_id.0)
@@ -86,13 +90,13 @@ pub async fn list_latest(
     rows.iter().map(from_row).collect()
 }
 
-/// The workspace's default flow id, if it has one.
+/// The id of the workspace's default flow.
 pub async fn default_flow_id(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     workspace_id: WorkspaceId,
 ) -> Result<Option<String>, StoreError> {
     Ok(
-        sqlx::query("SELECT default_flow_id FROM workspaces WHERE workspace_id = ?")
+        sqlx::query("SELECT default_flow_id FROM workspaces WHERE workspace_id = $1")
             .bind(workspace_id.0)
             .fetch_optional(conn)
             .await?
@@ -104,11 +108,11 @@ pub async fn default_flow_id(
 
 /// Sets (or clears) the workspace's default flow.
 pub async fn set_default(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     workspace_id: WorkspaceId,
     flow_id: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE workspaces SET default_flow_id = ? WHERE workspace_id = ?")
+    sqlx::query("UPDATE workspaces SET default_flow_id = $1 WHERE workspace_id = $2")
         .bind(flow_id)
         .bind(workspace_id.0)
         .execute(conn)

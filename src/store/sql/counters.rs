@@ -4,34 +4,18 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
-use super::StoreError;
-use crate::domain::{Status, WorkspaceId};
-
-/// One workspace's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// The sequence of its newest event; 0 before the first.
-    pub event_head: i64,
-    /// Its conversations per status, in [`Status::ALL`] order.
-    pub counts: [i64; 3],
-}
-
-impl Tally {
-    /// Counts a conversation that moved from `from` (None: a new one) to `to`.
-    pub fn count_move(&mut self, from: Option<Status>, to: Status) {
-        if let Some(from) = from {
-            self.counts[from.index()] -= 1;
-        }
-        self.counts[to.index()] += 1;
-    }
-}
+use super::{Conn, Db, DbRow};
+use crate::{
+    domain::WorkspaceId,
+    store::{StoreError, model::Tally},
+};
 
 const SELECT: &str = "SELECT workspace_id, event_head, open_count, pending_count, closed_count \
      FROM workspace_counters";
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(WorkspaceId, Tally), StoreError> {
+fn from_row(row: &DbRow) -> Result<(WorkspaceId, Tally), StoreError> {
     Ok((
         WorkspaceId(row.try_get("workspace_id")?),
         Tally {
@@ -46,11 +30,8 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(WorkspaceId, Tally), Store
 }
 
 /// The workspace's counters (zeros for a workspace that never had a change).
-pub async fn get(
-    conn: &mut SqliteConnection,
-    workspace_id: WorkspaceId,
-) -> Result<Tally, StoreError> {
-    let row = sqlx::query(&format!("{SELECT} WHERE workspace_id = ?"))
+pub async fn get(conn: &mut Conn, workspace_id: WorkspaceId) -> Result<Tally, StoreError> {
+    let row = sqlx::query(&format!("{SELECT} WHERE workspace_id = $1"))
         .bind(workspace_id.0)
         .fetch_optional(conn)
         .await?;
@@ -63,7 +44,7 @@ pub async fn get(
 }
 
 /// Every workspace's counters.
-pub async fn all(conn: &mut SqliteConnection) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+pub async fn all(conn: &mut Conn) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
     sqlx::query(SELECT)
         .fetch_all(conn)
         .await?
@@ -72,17 +53,21 @@ pub async fn all(conn: &mut SqliteConnection) -> Result<HashMap<WorkspaceId, Tal
         .collect()
 }
 
-/// The counters of these workspaces (missing ones are zeros).
-pub(super) async fn get_many(
-    conn: &mut SqliteConnection,
+/// The counters of these workspaces (missing ones are zeros), taking the
+/// backend's lock on their rows for the rest of the transaction
+/// ([`super::dialect::LOCK_ROWS`]), in workspace order so that two batches
+/// never wait on each other in a circle.
+pub async fn lock_many(
+    conn: &mut Conn,
     workspaces: &[WorkspaceId],
 ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(format!("{SELECT} WHERE workspace_id IN ("));
+    let mut query = QueryBuilder::<Db>::new(format!("{SELECT} WHERE workspace_id IN ("));
     let mut list = query.separated(", ");
     for workspace in workspaces {
         list.push_bind(workspace.0);
     }
-    query.push(")");
+    query.push(") ORDER BY workspace_id");
+    query.push(super::dialect::LOCK_ROWS);
     let mut found: HashMap<_, _> = query
         .build()
         .fetch_all(conn)
@@ -97,14 +82,11 @@ pub(super) async fn get_many(
 }
 
 /// Writes these workspaces' counters.
-pub(super) async fn put_many(
-    conn: &mut SqliteConnection,
-    tallies: &[(WorkspaceId, Tally)],
-) -> Result<(), StoreError> {
+pub async fn put_many(conn: &mut Conn, tallies: &[(WorkspaceId, Tally)]) -> Result<(), StoreError> {
     if tallies.is_empty() {
         return Ok(());
     }
-    let mut query = QueryBuilder::<Sqlite>::new(
+    let mut query = QueryBuilder::<Db>::new(
         "INSERT INTO workspace_counters (workspace_id, event_head, open_count, pending_count, closed_count) ",
     );
     query.push_values(tallies, |mut row, (workspace, tally)| {

@@ -1,31 +1,25 @@
-//! Idempotency records: the first response of a mutation that carried a
-//! `request_id`, replayed for retries.
+//! Request ids and the first response each one got.
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
-use super::StoreError;
-use crate::domain::{Micros, WorkspaceId, values::RequestId};
+use super::{Conn, Db};
+use crate::{
+    domain::{Micros, WorkspaceId, values::RequestId},
+    store::{
+        StoreError,
+        model::{NewRecord, Record},
+        rows_per_statement,
+    },
+};
 
-/// A stored first response.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// The RPC it answered.
-    pub method: String,
-    /// The hash of the request it answered.
-    pub fingerprint: Vec<u8>,
-    /// The response, as JSON of the application's outcome.
-    pub response: String,
-}
-
-/// The records of these (workspace, request id) pairs that exist.
-pub(super) async fn find_many(
-    conn: &mut SqliteConnection,
+/// The remembered first responses of these request ids.
+pub async fn find_many(
+    conn: &mut Conn,
     keys: &[(WorkspaceId, &RequestId)],
 ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
     let mut found = Vec::new();
-    for chunk in keys.chunks(super::rows_per_statement(2).min(200)) {
-        // One indexed lookup per term of the OR: the primary key serves each.
-        let mut query = QueryBuilder::<Sqlite>::new(
+    for chunk in keys.chunks(rows_per_statement(2).min(200)) {
+        let mut query = QueryBuilder::<Db>::new(
             "SELECT workspace_id, request_id, method, fingerprint, response FROM idempotency_records WHERE ",
         );
         for (i, (workspace, request_id)) in chunk.iter().enumerate() {
@@ -54,26 +48,10 @@ pub(super) async fn find_many(
     Ok(found)
 }
 
-/// A first response to remember.
-#[derive(Debug, Clone)]
-pub struct NewRecord {
-    /// The request's workspace.
-    pub workspace_id: WorkspaceId,
-    /// The request id.
-    pub request_id: RequestId,
-    /// What to replay.
-    pub record: Record,
-    /// When it was answered.
-    pub create_time: Micros,
-}
-
-/// Stores first responses, one statement per chunk of them.
-pub(super) async fn insert_many(
-    conn: &mut SqliteConnection,
-    records: &[NewRecord],
-) -> Result<(), StoreError> {
-    for chunk in records.chunks(super::rows_per_statement(6)) {
-        let mut query = QueryBuilder::<Sqlite>::new(
+/// Remembers first responses.
+pub async fn insert_many(conn: &mut Conn, records: &[NewRecord]) -> Result<(), StoreError> {
+    for chunk in records.chunks(rows_per_statement(6)) {
+        let mut query = QueryBuilder::<Db>::new(
             "INSERT INTO idempotency_records (workspace_id, request_id, method, fingerprint, response, create_time) ",
         );
         query.push_values(chunk, |mut row, r| {
@@ -89,10 +67,10 @@ pub(super) async fn insert_many(
     Ok(())
 }
 
-/// Deletes records written before `cutoff`; returns how many.
-pub async fn purge_before(conn: &mut SqliteConnection, cutoff: Micros) -> Result<u64, StoreError> {
+/// Forgets records made before `cutoff`; returns how many.
+pub async fn purge_before(conn: &mut Conn, cutoff: Micros) -> Result<u64, StoreError> {
     Ok(
-        sqlx::query("DELETE FROM idempotency_records WHERE create_time < ?")
+        sqlx::query("DELETE FROM idempotency_records WHERE create_time < $1")
             .bind(cutoff.0)
             .execute(conn)
             .await?

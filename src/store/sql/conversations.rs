@@ -1,19 +1,26 @@
-//! Conversations: read one, list a page, count per status, insert, update.
+//! Conversations: read one, list a page, read a batch's, write a batch's.
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, sqlite::SqliteRow};
+use sqlx::{QueryBuilder, Row};
 
-use super::{StoreError, micros};
-use crate::domain::{
-    Conversation, Micros, Status, WorkspaceId,
-    message::stored_agent,
-    values::{AgentId, ConversationId, VisitorId},
+use super::{Conn, Db, DbRow};
+use crate::{
+    domain::{
+        Conversation, Micros, Status, WorkspaceId,
+        message::stored_agent,
+        values::{ConversationId, VisitorId},
+    },
+    store::{
+        StoreError, micros,
+        model::{ListCursor, ListFilter},
+        rows_per_statement,
+    },
 };
 
 const COLUMNS: &str = "conversation_id, workspace_id, visitor_id, status, assignee_agent_id, \
      assignee_display_name, assignee_channel, create_time, update_time, status_change_time, \
      close_time, version, message_count, everyone_message_count, flow_run";
 
-fn from_row(row: &SqliteRow) -> Result<Conversation, StoreError> {
+fn from_row(row: &DbRow) -> Result<Conversation, StoreError> {
     let status: String = row.try_get("status")?;
     let assignee = match row.try_get::<Option<String>, _>("assignee_agent_id")? {
         Some(agent_id) => Some(stored_agent(
@@ -49,12 +56,12 @@ fn from_row(row: &SqliteRow) -> Result<Conversation, StoreError> {
 /// The conversation with this id in this workspace; `None` when there is
 /// none (including when it belongs to another workspace).
 pub async fn get(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     workspace_id: WorkspaceId,
     id: &ConversationId,
 ) -> Result<Option<Conversation>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM conversations WHERE workspace_id = ? AND conversation_id = ?"
+        "SELECT {COLUMNS} FROM conversations WHERE workspace_id = $1 AND conversation_id = $2"
     );
     let row = sqlx::query(&sql)
         .bind(workspace_id.0)
@@ -64,36 +71,16 @@ pub async fn get(
     row.as_ref().map(from_row).transpose()
 }
 
-/// Filters of a conversation list.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Any of these statuses; empty means all.
-    pub statuses: Vec<Status>,
-    /// Only this assignee.
-    pub assignee_agent_id: Option<AgentId>,
-    /// Only this visitor.
-    pub visitor_id: Option<VisitorId>,
-}
-
-/// Where a page starts: after this (update_time, id) in newest-first order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListCursor {
-    /// The last listed conversation's update time.
-    pub update_time: Micros,
-    /// The last listed conversation's id.
-    pub conversation_id: String,
-}
-
 /// Up to `limit` conversations matching `filter`, newest update first, then by
 /// id, strictly after `cursor`.
 pub async fn list(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     workspace_id: WorkspaceId,
     filter: &ListFilter,
     cursor: Option<&ListCursor>,
     limit: i64,
 ) -> Result<Vec<Conversation>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(format!(
+    let mut query = QueryBuilder::<Db>::new(format!(
         "SELECT {COLUMNS} FROM conversations WHERE workspace_id = "
     ));
     query.push_bind(workspace_id.0);
@@ -132,20 +119,16 @@ pub async fn list(
 
 /// Writes `conversations` (new or changed) with one statement per chunk:
 /// an insert of each row that replaces the stored row of a conversation that
-/// exists. Only the batch writer calls it, inside its transaction, after
-/// reading those rows in the same transaction.
-pub(super) async fn upsert(
-    conn: &mut SqliteConnection,
-    conversations: &[&Conversation],
-) -> Result<(), StoreError> {
+/// exists. Only a batch calls it, inside its transaction, after reading
+/// those rows in the same transaction.
+pub async fn upsert(conn: &mut Conn, conversations: &[Conversation]) -> Result<(), StoreError> {
     let flows = conversations
         .iter()
-        .map(|c| flow_json(c))
+        .map(flow_json)
         .collect::<Result<Vec<_>, _>>()?;
     let rows: Vec<_> = conversations.iter().zip(&flows).collect();
-    for chunk in rows.chunks(super::rows_per_statement(15)) {
-        let mut query =
-            QueryBuilder::<Sqlite>::new(format!("INSERT INTO conversations ({COLUMNS}) "));
+    for chunk in rows.chunks(rows_per_statement(15)) {
+        let mut query = QueryBuilder::<Db>::new(format!("INSERT INTO conversations ({COLUMNS}) "));
         query.push_values(chunk, |mut row, (c, flow)| {
             row.push_bind(c.id.as_str())
                 .push_bind(c.workspace_id.0)
@@ -163,33 +146,43 @@ pub(super) async fn upsert(
                 .push_bind(c.everyone_message_count)
                 .push_bind(flow.as_deref());
         });
-        query.push(
-            " ON CONFLICT (conversation_id) DO UPDATE SET status = excluded.status, \
+        query.push(format!(
+            " ON CONFLICT ({}) DO UPDATE SET status = excluded.status, \
              assignee_agent_id = excluded.assignee_agent_id, \
              assignee_display_name = excluded.assignee_display_name, \
              assignee_channel = excluded.assignee_channel, update_time = excluded.update_time, \
              status_change_time = excluded.status_change_time, close_time = excluded.close_time, \
              version = excluded.version, message_count = excluded.message_count, \
              everyone_message_count = excluded.everyone_message_count, flow_run = excluded.flow_run",
-        );
+            super::dialect::CONVERSATION_KEY
+        ));
         query.build().execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-/// The conversations with these ids, in any workspace (the caller checks
-/// the workspace): one statement per chunk.
-pub(super) async fn get_many(
-    conn: &mut SqliteConnection,
-    ids: &[&ConversationId],
+/// The conversations with these ids in these workspaces, one statement per
+/// chunk. A row matches one of the workspaces, not necessarily the one its
+/// caller named: the caller checks the pair.
+pub async fn get_many(
+    conn: &mut Conn,
+    ids: &[(WorkspaceId, &ConversationId)],
 ) -> Result<Vec<Conversation>, StoreError> {
     let mut found = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(super::rows_per_statement(1)) {
-        let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {COLUMNS} FROM conversations WHERE conversation_id IN ("
+    for chunk in ids.chunks(rows_per_statement(2)) {
+        let mut workspaces: Vec<i64> = chunk.iter().map(|(w, _)| w.0).collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        let mut query = QueryBuilder::<Db>::new(format!(
+            "SELECT {COLUMNS} FROM conversations WHERE workspace_id IN ("
         ));
         let mut list = query.separated(", ");
-        for id in chunk {
+        for workspace in workspaces {
+            list.push_bind(workspace);
+        }
+        query.push(") AND conversation_id IN (");
+        let mut list = query.separated(", ");
+        for (_, id) in chunk {
             list.push_bind(id.as_str());
         }
         query.push(")");

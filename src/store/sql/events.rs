@@ -1,40 +1,38 @@
 //! The durable event feed: appended with each batch, read by sequence.
 //!
 //! Sequences count per workspace: 1, 2, 3... Readers rely on one invariant:
-//! a workspace's sequences become visible in order. It holds because the one
-//! batch writer (`crate::writer`) hands them out from the workspace's counter
-//! in the same transaction that writes the events, and batches commit one
-//! after another. A reader that has seen sequence N of a workspace has
-//! therefore seen everything of it before N, and can resume with
-//! `sequence > N` without missing a late commit.
+//! a workspace's sequences become visible in order. It holds because every
+//! batch hands them out from the workspace's counter row in the transaction
+//! that writes the events, holding that row until it commits (SQLite: the
+//! one writer; PostgreSQL: the row lock, whichever replica writes). A reader
+//! that has seen sequence N of a workspace has therefore seen everything of
+//! it before N, and can resume with `sequence > N` without missing a late
+//! commit.
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
-use super::StoreError;
-use crate::domain::{Micros, lifecycle::Event, scope::EventScope, values::ConversationId};
+use super::{Conn, Db};
+use crate::{
+    domain::{Micros, lifecycle::Event, scope::EventScope, values::ConversationId},
+    store::{StoreError, rows_per_statement},
+};
 
 /// Up to `limit` events in `scope` with `after < sequence <= up_to`, in order
 /// (sequences of the scope's workspace).
 pub async fn read(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     scope: &EventScope,
     after: i64,
     up_to: i64,
     limit: i64,
 ) -> Result<Vec<Event>, StoreError> {
-    // A conversation's events are few among its workspace's: read them by
-    // the conversation's index, which SQLite would otherwise pass over for
-    // the primary key's range (it has no statistics to know better).
-    let mut query = QueryBuilder::<Sqlite>::new(match scope.conversation_id {
-        Some(_) => {
-            "SELECT sequence, event_id, conversation_id, create_time, payload \
-             FROM events INDEXED BY events_by_conversation WHERE workspace_id = "
+    let mut query = QueryBuilder::<Db>::new(format!(
+        "SELECT sequence, event_id, conversation_id, create_time, payload FROM {} WHERE workspace_id = ",
+        match scope.conversation_id {
+            Some(_) => super::dialect::EVENTS_OF_A_CONVERSATION,
+            None => "events",
         }
-        None => {
-            "SELECT sequence, event_id, conversation_id, create_time, payload \
-             FROM events WHERE workspace_id = "
-        }
-    });
+    ));
     query
         .push_bind(scope.workspace_id.0)
         .push(" AND sequence > ")
@@ -75,17 +73,14 @@ pub async fn read(
 
 /// Appends committed-to-be events (sequences already assigned), a few
 /// multi-row statements for any number of them.
-pub(super) async fn insert_many(
-    conn: &mut SqliteConnection,
-    events: &[Event],
-) -> Result<(), StoreError> {
+pub async fn insert_many(conn: &mut Conn, events: &[Event]) -> Result<(), StoreError> {
     let payloads = events
         .iter()
         .map(|e| serde_json::to_string(&e.payload))
         .collect::<Result<Vec<_>, _>>()?;
     let rows: Vec<_> = events.iter().zip(&payloads).collect();
-    for chunk in rows.chunks(super::rows_per_statement(8)) {
-        let mut query = QueryBuilder::<Sqlite>::new(
+    for chunk in rows.chunks(rows_per_statement(8)) {
+        let mut query = QueryBuilder::<Db>::new(
             "INSERT INTO events (workspace_id, sequence, event_id, conversation_id, kind, audience, create_time, payload) ",
         );
         query.push_values(chunk, |mut row, (e, payload)| {

@@ -1,14 +1,18 @@
-//! A conversation's thread.
+//! The thread: messages in order of their position in the conversation.
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, sqlite::SqliteRow};
+use sqlx::{QueryBuilder, Row};
 
-use super::StoreError;
-use crate::domain::{
-    Audience, Author, Message, Micros,
-    message::stored_agent,
-    values::{ConversationId, MessageId, VisitorId},
+use super::{Conn, Db, DbRow};
+use crate::{
+    domain::{
+        Audience, Author, Message, Micros, WorkspaceId,
+        message::stored_agent,
+        values::{ConversationId, MessageId, VisitorId},
+    },
+    store::{StoreError, rows_per_statement},
 };
 
+/// How an author is stored: kind, id, display name, channel.
 fn author_columns(author: &Author) -> (&'static str, &str, &str, &'static str) {
     let kind = match author {
         Author::Visitor { .. } => "visitor",
@@ -24,7 +28,7 @@ fn author_columns(author: &Author) -> (&'static str, &str, &str, &'static str) {
     (kind, id, author.display_name(), author.channel().as_str())
 }
 
-fn author_from_row(row: &SqliteRow) -> Result<Author, StoreError> {
+fn author_from_row(row: &DbRow) -> Result<Author, StoreError> {
     let kind: String = row.try_get("author_kind")?;
     let id: String = row.try_get("author_id")?;
     Ok(match kind.as_str() {
@@ -46,7 +50,7 @@ fn author_from_row(row: &SqliteRow) -> Result<Author, StoreError> {
     })
 }
 
-fn from_row(row: &SqliteRow) -> Result<Message, StoreError> {
+fn from_row(row: &DbRow) -> Result<Message, StoreError> {
     Ok(Message {
         id: MessageId::from_trusted(row.try_get("message_id")?),
         conversation_id: ConversationId::from_trusted(row.try_get("conversation_id")?),
@@ -63,14 +67,15 @@ fn from_row(row: &SqliteRow) -> Result<Message, StoreError> {
     })
 }
 
-/// Inserts messages, one statement per chunk of them.
-pub(super) async fn insert_many(
-    conn: &mut SqliteConnection,
-    messages: &[&Message],
+/// Appends messages of `workspace_id`'s conversations, a few multi-row
+/// statements for any number of them.
+pub async fn insert_many(
+    conn: &mut Conn,
+    messages: &[(WorkspaceId, &Message)],
 ) -> Result<(), StoreError> {
     let contents = messages
         .iter()
-        .map(|m| {
+        .map(|(_, m)| {
             let replies = (!m.quick_replies.is_empty())
                 .then(|| serde_json::to_string(&m.quick_replies))
                 .transpose()?;
@@ -78,14 +83,16 @@ pub(super) async fn insert_many(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let rows: Vec<_> = messages.iter().zip(&contents).collect();
-    for chunk in rows.chunks(super::rows_per_statement(11)) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (message_id, conversation_id, position, author_kind, author_id, \
-             author_display_name, author_channel, audience, create_time, content, quick_replies) ",
+    for chunk in rows.chunks(rows_per_statement(12)) {
+        let mut query = QueryBuilder::<Db>::new(
+            "INSERT INTO messages (workspace_id, message_id, conversation_id, position, author_kind, \
+             author_id, author_display_name, author_channel, audience, create_time, content, \
+             quick_replies) ",
         );
-        query.push_values(chunk, |mut row, (m, (content, replies))| {
+        query.push_values(chunk, |mut row, ((workspace, m), (content, replies))| {
             let (kind, id, name, channel) = author_columns(&m.author);
-            row.push_bind(m.id.as_str())
+            row.push_bind(workspace.0)
+                .push_bind(m.id.as_str())
                 .push_bind(m.conversation_id.as_str())
                 .push_bind(m.position)
                 .push_bind(kind)
@@ -102,24 +109,27 @@ pub(super) async fn insert_many(
     Ok(())
 }
 
-/// Up to `limit` messages of the thread after `after_position`, oldest first;
-/// only AUDIENCE_EVERYONE ones when `everyone_only`.
+/// Up to `limit` messages of the conversation after `after_position`, oldest
+/// first; only those for everyone when `everyone_only`.
 pub async fn list(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
+    workspace_id: WorkspaceId,
     conversation_id: &ConversationId,
     everyone_only: bool,
     after_position: i64,
     limit: i64,
 ) -> Result<Vec<Message>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT * FROM messages WHERE conversation_id = ? AND position > ? \
-         AND (? = 0 OR audience = 'everyone') ORDER BY position LIMIT ?",
-    )
-    .bind(conversation_id.as_str())
-    .bind(after_position)
-    .bind(everyone_only)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let mut query = QueryBuilder::<Db>::new("SELECT * FROM messages WHERE workspace_id = ");
+    query
+        .push_bind(workspace_id.0)
+        .push(" AND conversation_id = ")
+        .push_bind(conversation_id.as_str())
+        .push(" AND position > ")
+        .push_bind(after_position);
+    if everyone_only {
+        query.push(" AND audience = 'everyone'");
+    }
+    query.push(" ORDER BY position LIMIT ").push_bind(limit);
+    let rows = query.build().fetch_all(conn).await?;
     rows.iter().map(from_row).collect()
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::{
     domain::{Conversation, WorkspaceId, values::ConversationId},
-    store::counters::Tally,
+    store::model::Tally,
 };
 
 /// Conversations kept, at most (two generations of half each: recently used

@@ -1,0 +1,150 @@
+//! The PostgreSQL backend: one database shared by any number of servers.
+//!
+//! Nothing a server remembers decides anything: every batch locks its
+//! workspaces' counter rows first and then reads conversations and request
+//! ids as the database holds them, so etag checks, request-id replays and
+//! status transitions are decided against the one truth, and sequences are
+//! handed out in commit order (see [`batch`]). Reads of several statements
+//! run in one REPEATABLE READ snapshot. Migrations run under sqlx's advisory
+//! lock, so servers that start together migrate once.
+
+#[path = "../sql/batch.rs"]
+pub mod batch;
+#[path = "../sql/conversations.rs"]
+mod conversations;
+#[path = "../sql/counters.rs"]
+mod counters;
+#[path = "../sql/events.rs"]
+mod events;
+#[path = "../sql/flows.rs"]
+mod flows;
+#[path = "../sql/idempotency.rs"]
+mod idempotency;
+#[path = "../sql/keys.rs"]
+mod keys;
+#[path = "../sql/messages.rs"]
+mod messages;
+#[path = "../sql/operations.rs"]
+mod operations;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    Transaction,
+    pool::PoolConnection,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+};
+
+use super::{
+    StoreError,
+    model::{Tally, Writes},
+};
+use crate::domain::{Conversation, WorkspaceId, values::ConversationId};
+
+type Db = sqlx::Postgres;
+type Conn = sqlx::PgConnection;
+type DbRow = sqlx::postgres::PgRow;
+
+/// Where PostgreSQL's SQL differs from SQLite's.
+mod dialect {
+    /// The primary key of `conversations`, as `ON CONFLICT` names it.
+    pub const CONVERSATION_KEY: &str = "workspace_id, conversation_id";
+    /// PostgreSQL picks the conversation index from its statistics.
+    pub const EVENTS_OF_A_CONVERSATION: &str = "events";
+    /// Locks the selected rows until the transaction ends.
+    pub const LOCK_ROWS: &str = " FOR UPDATE";
+    /// Servers starting together on an empty database: the first creates
+    /// `default`, the others wait and then find it.
+    pub const BOOTSTRAP_LOCK: &[&str] = &["LOCK TABLE workspaces IN SHARE ROW EXCLUSIVE MODE"];
+}
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    batch: PgPool,
+    admin: PgPool,
+    reader: PgPool,
+    feed: PgPool,
+}
+
+impl Backend {
+    /// Connects to the database at `url` and applies the migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = |connections: u32| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_lazy_with(options.clone())
+        };
+        let admin = pool(2);
+        sqlx::migrate!("./migrations/postgres").run(&admin).await?;
+        Ok(Self {
+            batch: pool(1),
+            admin,
+            reader: pool(8),
+            feed: pool(4),
+        })
+    }
+
+    async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
+        Ok(self.reader.acquire().await?)
+    }
+
+    async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
+        Ok(self.feed.acquire().await?)
+    }
+
+    /// A read transaction: every read in it sees one snapshot.
+    async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
+        Ok(self
+            .reader
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?)
+    }
+
+    /// An administrative write transaction (keys, workspaces, flows, purges).
+    async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
+        Ok(self.admin.begin().await?)
+    }
+
+    /// Commits an administrative write, in a task of its own (see the
+    /// SQLite backend).
+    async fn commit(&self, tx: Transaction<'static, Db>) -> Result<(), StoreError> {
+        tokio::spawn(async move { tx.commit().await })
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("commit task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Starts the write transaction of a batch of mutations.
+    pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
+        Ok(batch::BatchTx::new(self.batch.begin().await?, self.clone()))
+    }
+
+    /// Other servers write too: nothing is remembered.
+    fn remembered_conversation(&self, _id: &ConversationId) -> Option<Conversation> {
+        None
+    }
+
+    fn remembered_tally(&self, _workspace: WorkspaceId) -> Option<Tally> {
+        None
+    }
+
+    fn committed(&self, _writes: &Writes) {}
+
+    fn forget(&self) {}
+
+    /// PostgreSQL checkpoints on its own.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Closes every pool.
+    pub async fn close(&self) {
+        self.feed.close().await;
+        self.reader.close().await;
+        self.admin.close().await;
+        self.batch.close().await;
+    }
+}

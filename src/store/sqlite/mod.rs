@@ -1,0 +1,207 @@
+//! The SQLite backend: one file, served by one server.
+//!
+//! WAL mode with four pools, so that no kind of work queues behind another:
+//! one connection for the group-commit writer, one for administrative writes
+//! (keys, flows, purges), several for unary reads, and two for event-feed
+//! catch-up, so a thousand reconnecting streams never delay a
+//! `GetConversation`. Write transactions start with `BEGIN IMMEDIATE`,
+//! taking the write lock up front, so a transaction never fails halfway
+//! through on a lock upgrade (another process, such as the command line, may
+//! write keys and flows to the same file).
+//!
+//! A serving store holds the file's server lock ([`lock`]), which is what
+//! lets it remember its own batches' writes ([`cache`]): nobody else writes
+//! conversations or counters, so a batch reads them from memory.
+
+mod cache;
+mod lock;
+
+#[path = "../sql/batch.rs"]
+pub mod batch;
+#[path = "../sql/conversations.rs"]
+mod conversations;
+#[path = "../sql/counters.rs"]
+mod counters;
+#[path = "../sql/events.rs"]
+mod events;
+#[path = "../sql/flows.rs"]
+mod flows;
+#[path = "../sql/idempotency.rs"]
+mod idempotency;
+#[path = "../sql/keys.rs"]
+mod keys;
+#[path = "../sql/messages.rs"]
+mod messages;
+#[path = "../sql/operations.rs"]
+mod operations;
+
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sqlx::{
+    Transaction,
+    pool::PoolConnection,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+
+use super::{
+    StoreError,
+    model::{Tally, Writes},
+};
+use crate::domain::{Conversation, WorkspaceId, values::ConversationId};
+
+type Db = sqlx::Sqlite;
+type Conn = sqlx::SqliteConnection;
+type DbRow = sqlx::sqlite::SqliteRow;
+
+/// Where SQLite's SQL differs from PostgreSQL's.
+mod dialect {
+    /// The primary key of `conversations`, as `ON CONFLICT` names it.
+    pub const CONVERSATION_KEY: &str = "conversation_id";
+    /// A conversation's events are few among its workspace's: read them by
+    /// the conversation's index, which SQLite would otherwise pass over for
+    /// the primary key's range (it has no statistics to know better).
+    pub const EVENTS_OF_A_CONVERSATION: &str = "events INDEXED BY events_by_conversation";
+    /// Row locks: none, the transaction holds the file's write lock.
+    pub const LOCK_ROWS: &str = "";
+    /// Statements that make bootstrapping exclusive: none beyond the write
+    /// lock.
+    pub const BOOTSTRAP_LOCK: &[&str] = &[];
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    batch: SqlitePool,
+    admin: SqlitePool,
+    reader: SqlitePool,
+    feed: SqlitePool,
+    /// What the batches wrote, while this store holds the server lock.
+    cache: Option<Arc<Mutex<cache::Cache>>>,
+    _lock: Option<Arc<lock::ServerLock>>,
+}
+
+impl Backend {
+    /// Opens (creating if missing) the file at `path` and applies the
+    /// migrations. `serve` takes the file's server lock first.
+    pub async fn open(path: &Path, serve: bool) -> Result<Self, StoreError> {
+        let lock = serve.then(|| lock::ServerLock::acquire(path)).transpose()?;
+        let options = connect_options(path)?;
+        let pool = |connections: u32, options: SqliteConnectOptions| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_lazy_with(options)
+        };
+        let admin = pool(1, options.clone());
+        sqlx::migrate!("./migrations/sqlite").run(&admin).await?;
+        // The batch writer's commits never run a checkpoint themselves (a
+        // checkpoint copies pages into the database file and syncs it, which
+        // would stall every caller of that batch); `checkpoint` does it
+        // beside them.
+        let batch = pool(1, options.clone().pragma("wal_autocheckpoint", "0"));
+        Ok(Self {
+            batch,
+            admin,
+            reader: pool(4, options.clone()),
+            feed: pool(2, options),
+            cache: lock.is_some().then(Default::default),
+            _lock: lock.map(Arc::new),
+        })
+    }
+
+    async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
+        Ok(self.reader.acquire().await?)
+    }
+
+    async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
+        Ok(self.feed.acquire().await?)
+    }
+
+    /// A read transaction: every read in it sees one snapshot.
+    async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
+        Ok(self.reader.begin().await?)
+    }
+
+    /// An administrative write transaction (keys, workspaces, flows,
+    /// purges), holding SQLite's write lock.
+    async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
+        Ok(self.admin.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Commits an administrative write. It runs in a task of its own, so a
+    /// caller dropped mid-commit (a client that reset its call) cannot leave
+    /// the connection halfway through its COMMIT.
+    async fn commit(&self, tx: Transaction<'static, Db>) -> Result<(), StoreError> {
+        tokio::spawn(async move { tx.commit().await })
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("commit task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Starts the write transaction of a batch of mutations.
+    pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
+        Ok(batch::BatchTx::new(
+            self.batch.begin_with("BEGIN IMMEDIATE").await?,
+            self.clone(),
+        ))
+    }
+
+    fn remembered_conversation(&self, id: &ConversationId) -> Option<Conversation> {
+        self.cache.as_ref()?.lock().ok()?.conversation(id)
+    }
+
+    fn remembered_tally(&self, workspace: WorkspaceId) -> Option<Tally> {
+        self.cache.as_ref()?.lock().ok()?.tally(workspace)
+    }
+
+    fn committed(&self, writes: &Writes) {
+        if let Some(Ok(mut cache)) = self.cache.as_ref().map(|c| c.lock()) {
+            cache.committed(&writes.conversations, &writes.tallies);
+        }
+    }
+
+    fn forget(&self) {
+        if let Some(Ok(mut cache)) = self.cache.as_ref().map(|c| c.lock()) {
+            cache.clear();
+        }
+    }
+
+    /// Copies what the WAL holds into the database file as far as readers
+    /// allow (SQLite's PASSIVE checkpoint, which never blocks a writer).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.admin)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes every pool; the last connection to close checkpoints the WAL.
+    pub async fn close(&self) {
+        self.feed.close().await;
+        self.reader.close().await;
+        self.admin.close().await;
+        self.batch.close().await;
+    }
+}
+
+/// How every connection to the database file is opened: WAL, FULL sync,
+/// foreign keys, a 10 s busy timeout. Public so that baselines (the bench's
+/// naive loop) measure SQLite with exactly these pragmas.
+pub fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite:")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: an acknowledged mutation survives a power cut, not only a
+        // crash of this process.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10)))
+}
