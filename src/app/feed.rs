@@ -95,7 +95,11 @@ impl App {
                 return Err(AppError::NotFound(id.as_str().to_owned()));
             }
         }
-        let head = self.feed.head(caller.workspace_id);
+        let mut head = self.feed.head(caller.workspace_id);
+        if query.after_sequence > head {
+            // Perhaps a cursor from another server, ahead of this one.
+            head = self.feed.head_in_store(caller.workspace_id).await?;
+        }
         if query.after_sequence > head {
             return Err(AppError::CursorAheadOfHead {
                 after: query.after_sequence,

@@ -242,8 +242,12 @@ impl Hub {
     }
 
     /// Appends committed events (in commit order) and wakes the subscribers
-    /// who may want them.
-    pub fn publish(&self, events: Vec<Event>) {
+    /// who may want them. Each workspace's log only ever grows by the next
+    /// sequence: events it holds already are skipped, and events after a
+    /// gap (committed by another server, not yet read) are left out. For
+    /// each workspace left with such a gap, returns the head the events
+    /// showed, for the caller to read the missing ones from the store.
+    pub fn publish(&self, events: Vec<Event>) -> Vec<(WorkspaceId, i64)> {
         let mut by_workspace: Vec<(WorkspaceId, Vec<Event>)> = Vec::new();
         for event in events {
             match by_workspace
@@ -254,18 +258,31 @@ impl Hub {
                 None => by_workspace.push((event.workspace_id, vec![event])),
             }
         }
+        let mut gaps = Vec::new();
         for (workspace, events) in by_workspace {
             let log = self.log(workspace);
             let mut wake = Vec::new();
             {
                 let mut state = log.lock();
+                let mut appended = false;
+                let newest = events.last().map_or(0, |e| e.sequence);
                 for event in events {
-                    debug_assert_eq!(event.sequence, state.head + 1, "sequences are consecutive");
+                    if event.sequence <= state.head {
+                        continue;
+                    }
+                    if event.sequence > state.head + 1 {
+                        gaps.push((workspace, newest));
+                        break;
+                    }
                     state.head = event.sequence;
                     if let Some(subscribers) = state.conversations.get(&event.conversation_id) {
                         wake.extend(subscribers.values().cloned());
                     }
                     state.recent.push_back(Arc::new(event));
+                    appended = true;
+                }
+                if !appended {
+                    continue;
                 }
                 while state.recent.len() > self.window {
                     state.recent.pop_front();
@@ -279,5 +296,6 @@ impl Hub {
                 signal.notify.notify_one();
             }
         }
+        gaps
     }
 }

@@ -19,6 +19,7 @@
 //! The feed knows nothing of keys or roles: the use cases hand it a checked
 //! [`EventScope`] and a signal to end the stream on.
 
+mod follow;
 mod hub;
 
 use std::{sync::Arc, time::Duration};
@@ -32,6 +33,7 @@ use crate::{
     domain::{WorkspaceId, lifecycle::Event, scope::EventScope},
     store::{Store, StoreError},
 };
+use follow::Wanted;
 use hub::{Hub, Recent, Registration};
 
 /// Tuning of the feed.
@@ -134,23 +136,38 @@ pub struct Feed {
     store: Store,
     config: FeedConfig,
     shutdown: Arc<watch::Sender<bool>>,
+    /// Heads the follower should bring the hub up to.
+    wanted: Arc<Wanted>,
 }
 
 impl Feed {
-    /// The feed of `store`, each workspace starting at its stored head.
+    /// The feed of `store`, each workspace starting at its stored head,
+    /// following what other servers commit to the same database.
     pub async fn open(store: Store, config: FeedConfig) -> Result<Self, StoreError> {
+        // Watching before the heads are read: no commit falls between.
+        let commits = store.watch_commits();
         let heads = store
             .tallies()
             .await?
             .into_iter()
             .map(|(workspace, tally)| (workspace, tally.event_head))
             .collect();
-        Ok(Self {
+        let feed = Self {
             hub: Arc::new(Hub::new(heads, config.window)),
             store,
             config,
             shutdown: Arc::new(watch::channel(false).0),
-        })
+            wanted: Arc::default(),
+        };
+        tokio::spawn(follow::follow(
+            feed.hub.clone(),
+            feed.store.clone(),
+            feed.wanted.clone(),
+            commits,
+            feed.shutdown.subscribe(),
+            config.batch,
+        ));
+        Ok(feed)
     }
 
     /// How the feed is tuned.
@@ -159,16 +176,28 @@ impl Feed {
     }
 
     /// Hands committed events (in commit order) to the streams. Only the
-    /// writer calls it, after each commit.
+    /// writer calls it, after each commit. Events that come after another
+    /// server's (not yet followed) are read from the store by the follower.
     pub fn publish(&self, events: Vec<Event>) {
-        if !events.is_empty() {
-            self.hub.publish(events);
+        if events.is_empty() {
+            return;
+        }
+        for (workspace, head) in self.hub.publish(events) {
+            self.wanted.want(workspace, head);
         }
     }
 
-    /// The newest sequence of the workspace's feed.
+    /// The newest sequence of the workspace's feed this server holds.
     pub fn head(&self, workspace: WorkspaceId) -> i64 {
         self.hub.log(workspace).head()
+    }
+
+    /// The workspace's head as the store has it, with the feed brought up to
+    /// it: for a cursor that another server handed out.
+    pub async fn head_in_store(&self, workspace: WorkspaceId) -> Result<i64, StoreError> {
+        let head = self.store.tally(workspace).await?.event_head;
+        follow::catch_up(&self.hub, &self.store, workspace, head, self.config.batch).await?;
+        Ok(self.head(workspace))
     }
 
     /// Up to `limit` events in `scope` after `after`, how far that read got

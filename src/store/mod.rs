@@ -153,6 +153,42 @@ fn redacted(url: &str) -> String {
     parsed.to_string()
 }
 
+/// Word that other servers committed to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitNotice {
+    /// The workspace's feed reaches at least this sequence.
+    Head(WorkspaceId, i64),
+    /// Notices may have been missed: read every workspace's head.
+    Resync,
+}
+
+/// Notices of commits made by other servers on the same database. A notice
+/// only says where to look: what was committed is read from the events
+/// table by sequence. On a SQLite file no other server writes, and none
+/// ever comes.
+#[derive(Debug)]
+pub struct CommitWatch {
+    notices: tokio::sync::mpsc::Receiver<CommitNotice>,
+    /// Keeps a watch with no source open (it then waits forever).
+    _idle: Option<tokio::sync::mpsc::Sender<CommitNotice>>,
+}
+
+impl CommitWatch {
+    /// A watch that never hears anything.
+    fn silent() -> Self {
+        let (idle, notices) = tokio::sync::mpsc::channel(1);
+        Self {
+            notices,
+            _idle: Some(idle),
+        }
+    }
+
+    /// The next notice; None once the store is closed.
+    pub async fn next(&mut self) -> Option<CommitNotice> {
+        self.notices.recv().await
+    }
+}
+
 /// The database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -204,6 +240,17 @@ impl Store {
             Backend::Sqlite(b) => BatchTx::Sqlite(b.begin_batch().await?),
             Backend::Postgres(b) => BatchTx::Postgres(b.begin_batch().await?),
         })
+    }
+
+    /// Starts watching for commits of other servers (see [`CommitWatch`]).
+    pub fn watch_commits(&self) -> CommitWatch {
+        match &self.backend {
+            Backend::Sqlite(_) => CommitWatch::silent(),
+            Backend::Postgres(b) => CommitWatch {
+                notices: b.watch_commits(),
+                _idle: None,
+            },
+        }
     }
 
     /// The conversation with this id in this workspace; None when there is

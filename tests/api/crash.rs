@@ -212,7 +212,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
         .unwrap_or(5);
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("crash.db");
-    let (mut server, key) = serve(&db).await;
+    let (mut server, key) = serve(&db.clone().into()).await;
     let key = key.expect("a new database prints an agent key");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let subscribers = [
@@ -272,7 +272,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice
             let _ = follower.await;
         }
 
-        let (restarted, printed) = serve(&db).await;
+        let (restarted, printed) = serve(&db.clone().into()).await;
         assert!(printed.is_none(), "a restart prints no keys");
         server = restarted;
 

@@ -162,6 +162,26 @@ impl TestApp {
         }
     }
 
+    /// A second server on this one's database, with the same keys: a
+    /// replica. None on a SQLite file, which one server serves.
+    pub async fn replica(&self) -> Option<TestApp> {
+        let Location::Postgres(_) = &self.database else {
+            return None;
+        };
+        let (app, keys) = Self::start(
+            self.dir.clone(),
+            self.database.clone(),
+            self.settings.clone(),
+        )
+        .await;
+        assert!(keys.is_none(), "a replica must not bootstrap again");
+        Some(TestApp {
+            agent_key: self.agent_key.clone(),
+            visitor_key: self.visitor_key.clone(),
+            ..app
+        })
+    }
+
     /// A server on an existing database (which it migrates), with these
     /// keys of its `default` workspace.
     pub async fn spawn_on(

@@ -226,7 +226,7 @@ async fn barrage(
 #[tokio::test]
 async fn hostile_bytes_and_requests_leave_the_server_up_answering_others_with_flat_memory() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut server, key) = serve(&dir.path().join("hostile.db")).await;
+    let (mut server, key) = serve(&crate::helpers::fresh_database(dir.path()).await).await;
     let key = key.expect("a new database prints its agent key");
     let addr = server.addr.clone();
     let channel = Channel::from_shared(format!("http://{addr}"))

@@ -12,6 +12,7 @@ mod limits;
 mod pagination;
 mod persistence;
 mod process;
+mod replicas;
 mod roles;
 mod scale;
 mod status_table;

@@ -4,6 +4,7 @@
 
 use std::{process::Stdio, time::Duration};
 
+use conversations::store::Location;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -19,12 +20,16 @@ pub fn binary() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_conversations").to_owned())
 }
 
-/// Starts the binary on `db`; returns it, its address and (on a new
+/// Starts the binary on `database`; returns it, its address and (on a new
 /// database) the agent key it printed.
-pub async fn serve(db: &std::path::Path) -> (Server, Option<String>) {
+pub async fn serve(database: &Location) -> (Server, Option<String>) {
+    let argument: std::ffi::OsString = match database {
+        Location::File(path) => path.into(),
+        Location::Postgres(url) => url.into(),
+    };
     let mut child = Command::new(binary())
         .args(["--database"])
-        .arg(db)
+        .arg(argument)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -27,6 +27,8 @@ mod messages;
 #[path = "../sql/operations.rs"]
 mod operations;
 
+mod notify;
+
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
@@ -34,9 +36,10 @@ use sqlx::{
     pool::PoolConnection,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
+use tokio::sync::mpsc;
 
 use super::{
-    StoreError,
+    CommitNotice, StoreError,
     model::{Tally, Writes},
 };
 use crate::domain::{Conversation, WorkspaceId, values::ConversationId};
@@ -65,6 +68,10 @@ pub struct Backend {
     admin: PgPool,
     reader: PgPool,
     feed: PgPool,
+    /// Commit notices, sent and heard.
+    notify: PgPool,
+    /// The heads each committed batch reached, for the other servers.
+    heads: mpsc::Sender<(WorkspaceId, i64)>,
 }
 
 impl Backend {
@@ -79,11 +86,14 @@ impl Backend {
         };
         let admin = pool(2);
         sqlx::migrate!("./migrations/postgres").run(&admin).await?;
+        let notify = pool(2);
         Ok(Self {
             batch: pool(1),
             admin,
             reader: pool(8),
             feed: pool(4),
+            heads: notify::start_announcer(notify.clone()),
+            notify,
         })
     }
 
@@ -131,7 +141,19 @@ impl Backend {
         None
     }
 
-    fn committed(&self, _writes: &Writes) {}
+    /// Tells the other servers how far each workspace of the batch got,
+    /// after the commit and off the writer's path.
+    fn committed(&self, writes: &Writes) {
+        for (workspace, tally) in &writes.tallies {
+            // A full queue loses nothing: the servers also poll the heads.
+            let _ = self.heads.try_send((*workspace, tally.event_head));
+        }
+    }
+
+    /// Notices of other servers' commits.
+    pub fn watch_commits(&self) -> mpsc::Receiver<CommitNotice> {
+        notify::start_listener(self.notify.clone())
+    }
 
     fn forget(&self) {}
 
@@ -142,6 +164,7 @@ impl Backend {
 
     /// Closes every pool.
     pub async fn close(&self) {
+        self.notify.close().await;
         self.feed.close().await;
         self.reader.close().await;
         self.admin.close().await;

@@ -1,0 +1,309 @@
+//! Several servers on one PostgreSQL database: any replica serves any
+//! request, decisions are the database's, feeds and cursors cross replicas,
+//! and a revocation reaches every replica. On a SQLite file there is one
+//! server (see `scale::a_second_server_on_the_same_database_file_…`), so
+//! these run in the PostgreSQL pass of the suite.
+
+use std::time::{Duration, Instant};
+
+use conversations::{
+    app::admin,
+    config::Settings,
+    domain::credentials::Role,
+    pb::{self, watch_events_response::Item},
+    startup::Application,
+};
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::helpers::{
+    Client, TestApp, as_visitor, close_request, dana, fresh_database, reason, start, text_request,
+};
+
+/// A server and a replica of it, or None (and a note) on SQLite.
+async fn two_replicas() -> Option<(TestApp, TestApp)> {
+    let a = TestApp::spawn().await;
+    match a.replica().await {
+        Some(b) => Some((a, b)),
+        None => {
+            a.stop().await;
+            None
+        }
+    }
+}
+
+/// Every sequence of the `default` workspace's feed, paged from 0.
+async fn all_sequences(client: &mut Client) -> Vec<i64> {
+    let mut after = 0;
+    let mut sequences = Vec::new();
+    loop {
+        let page = client
+            .list_events(pb::ListEventsRequest {
+                after_sequence: after,
+                page_size: 500,
+                ..Default::default()
+            })
+            .await
+            .expect("list events")
+            .into_inner();
+        sequences.extend(page.events.iter().map(|e| e.sequence));
+        if page.next_after_sequence >= page.head_sequence {
+            return sequences;
+        }
+        after = page.next_after_sequence;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_on_one_replica_gets_every_event_committed_through_either_in_order_once() {
+    let Some((a, b)) = two_replicas().await else {
+        return;
+    };
+    let mut stream = b
+        .agent()
+        .await
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .expect("watch on b")
+        .into_inner();
+    // Writers on both replicas, interleaving their batches in one workspace.
+    let mut writers = JoinSet::new();
+    for w in 0..8 {
+        let mut client = if w % 2 == 0 {
+            a.agent().await
+        } else {
+            b.agent().await
+        };
+        writers.spawn(async move {
+            for i in 0..10 {
+                let c = start(&mut client, &format!("v-{w}-{i}")).await;
+                client
+                    .send_message(text_request(
+                        &c.conversation_id,
+                        as_visitor(&format!("v-{w}-{i}")),
+                        "hi",
+                        "",
+                    ))
+                    .await
+                    .expect("send");
+            }
+        });
+    }
+    writers.join_all().await;
+    let head = a.max_event_sequence().await;
+    assert_eq!(head, 8 * 10 * 2, "one start and one message each");
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while seen.last().copied().unwrap_or(0) < head {
+            match stream.next().await.expect("open").expect("item").item {
+                Some(Item::Event(event)) => seen.push(event.sequence),
+                Some(Item::Checkpoint(_)) | None => {}
+            }
+        }
+    })
+    .await
+    .expect("b's stream reaches the head");
+    assert_eq!(
+        seen,
+        (1..=head).collect::<Vec<_>>(),
+        "ordered, no gap, once"
+    );
+    // And both replicas list the same feed.
+    assert_eq!(all_sequences(&mut a.agent().await).await, seen);
+    assert_eq!(all_sequences(&mut b.agent().await).await, seen);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_racing_with_one_etag_let_exactly_one_change_apply() {
+    let Some((a, b)) = two_replicas().await else {
+        return;
+    };
+    let conversation = start(&mut a.agent().await, "v-1").await;
+    let mut racers = JoinSet::new();
+    for r in 0..20 {
+        let mut client = if r % 2 == 0 {
+            a.agent().await
+        } else {
+            b.agent().await
+        };
+        let request = pb::CloseConversationRequest {
+            etag: conversation.etag.clone(),
+            ..close_request(&conversation.conversation_id, dana())
+        };
+        racers.spawn(async move { client.close_conversation(request).await });
+    }
+    let results = racers.join_all().await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "exactly one replica's change applies");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+        assert_eq!(reason(refused), "ETAG_MISMATCH");
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_on_another_replica_returns_the_original_response_and_applies_nothing() {
+    let Some((a, b)) = two_replicas().await else {
+        return;
+    };
+    let request = pb::StartConversationRequest {
+        visitor_id: "v-1".into(),
+        request_id: "start-once".into(),
+        ..Default::default()
+    };
+    let first = a
+        .agent()
+        .await
+        .start_conversation(request.clone())
+        .await
+        .expect("start on a")
+        .into_inner();
+    let head = a.max_event_sequence().await;
+    let retried = b
+        .agent()
+        .await
+        .start_conversation(request)
+        .await
+        .expect("retry on b")
+        .into_inner();
+    assert_eq!(retried, first, "the original response");
+    assert_eq!(b.max_event_sequence().await, head, "nothing applied twice");
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_from_one_replica_resumes_on_another_at_once() {
+    let Some((a, b)) = two_replicas().await else {
+        return;
+    };
+    let mut on_a = a.agent().await;
+    let mut on_b = b.agent().await;
+    for round in 0..20 {
+        let c = start(&mut on_a, &format!("v-{round}")).await;
+        // The cursor a hands out right after its commit...
+        let page = on_a
+            .list_events(pb::ListEventsRequest {
+                after_sequence: 0,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("list on a")
+            .into_inner();
+        assert_eq!(page.head_sequence, page.next_after_sequence);
+        // ...is good on b straight away, even before b heard of the commit.
+        let resumed = on_b
+            .list_events(pb::ListEventsRequest {
+                after_sequence: page.head_sequence,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: a's cursor refused on b: {e:?}"))
+            .into_inner();
+        assert!(resumed.events.is_empty());
+        assert!(resumed.head_sequence >= page.head_sequence);
+        let back = on_b
+            .list_events(pb::ListEventsRequest {
+                after_sequence: page.head_sequence - 1,
+                ..Default::default()
+            })
+            .await
+            .expect("list on b")
+            .into_inner();
+        assert_eq!(back.events.len(), 1);
+        assert_eq!(back.events[0].conversation_id, c.conversation_id);
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_one_replica_ends_its_streams_on_another_within_a_second() {
+    let Some((a, b)) = two_replicas().await else {
+        return;
+    };
+    let (key_id, key) = a.new_key("default", Role::Agent).await;
+    let mut on_b = b.client_with(Some(&key)).await;
+    let mut stream = on_b
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .expect("watch on b")
+        .into_inner();
+    // The first checkpoint: the stream is open and authenticated on b.
+    loop {
+        if let Some(Item::Checkpoint(_)) = stream.next().await.expect("item").expect("ok").item {
+            break;
+        }
+    }
+    let revoked_at = Instant::now();
+    admin::revoke_key(a.store(), &key_id)
+        .await
+        .expect("revoke through a");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status,
+                None => panic!("the stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    let took = revoked_at.elapsed();
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let refused = on_b
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: "conv_x".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a revoked key");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_on_an_empty_database_migrate_and_bootstrap_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = fresh_database(dir.path()).await;
+    if !matches!(database, conversations::store::Location::Postgres(_)) {
+        return;
+    }
+    let settings = Settings::new("127.0.0.1:0".parse().expect("address"), database);
+    let mut starting = JoinSet::new();
+    for _ in 0..3 {
+        let settings = settings.clone();
+        starting.spawn(async move {
+            let application = Application::build(&settings).await.expect("builds");
+            let keys = admin::bootstrap(application.app().store())
+                .await
+                .expect("bootstrap");
+            (application, keys)
+        });
+    }
+    let started = starting.join_all().await;
+    let bootstrapped = started.iter().filter(|(_, keys)| keys.is_some()).count();
+    assert_eq!(bootstrapped, 1, "one of them creates `default`");
+    // The keys it printed work on every replica.
+    let keys = started
+        .iter()
+        .find_map(|(_, keys)| keys.clone())
+        .expect("keys");
+    for (application, _) in &started {
+        let caller = application
+            .app()
+            .authenticate(Some(&format!("Bearer {}", keys.agent.token)))
+            .await
+            .expect("the agent key authenticates on every replica");
+        assert_eq!(caller.role, Role::Agent);
+    }
+}
