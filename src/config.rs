@@ -50,6 +50,18 @@ pub enum Command {
         #[command(subcommand)]
         command: FlowCommand,
     },
+    /// Copy every row of a database into an empty one (a SQLite file into
+    /// PostgreSQL, typically): workspaces, key hashes, conversations,
+    /// messages, events with their sequences, request ids and flows, so keys,
+    /// etags and cursors keep working. Stop the servers of the source first.
+    Migrate {
+        /// The database to copy: a SQLite file or a PostgreSQL URL.
+        #[arg(long)]
+        from: Location,
+        /// The empty database to copy into (migrated first).
+        #[arg(long)]
+        to: Location,
+    },
 }
 
 /// Flow subcommands.

@@ -88,6 +88,37 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let (flow_id, version) = applied?;
             println!("flow {flow_id} version {version} applied to workspace `{workspace}`");
         }
+        Command::Migrate { from, to } => {
+            eprintln!("Copying {from} into {to}");
+            let mut shown = (String::new(), 0u64);
+            let counted = admin::migrate(&from, &to, |p| {
+                // A line per table at its start and end, and every 50,000 rows.
+                let new_table = shown.0 != p.table;
+                if new_table || p.done == p.total || p.done >= shown.1 + 50_000 {
+                    eprintln!("  {}: {} of {} rows", p.table, p.done, p.total);
+                    shown = (p.table.to_owned(), p.done);
+                }
+            })
+            .await?;
+            println!(
+                "{:<22} {:>12} {:>12}",
+                "table", "source rows", "target rows"
+            );
+            let mut differ = false;
+            for c in &counted {
+                let mark = if c.source == c.target {
+                    ""
+                } else {
+                    "  <- differs"
+                };
+                differ |= c.source != c.target;
+                println!("{:<22} {:>12} {:>12}{mark}", c.table, c.source, c.target);
+            }
+            if differ {
+                return Err("the copy's row counts differ from the source's".into());
+            }
+            println!("Copied. Point every server at {to} (--database) and start them.");
+        }
         Command::Key {
             command: KeyCommand::Revoke { key },
         } => {

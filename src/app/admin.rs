@@ -7,7 +7,7 @@ use crate::{
         credentials::{IssuedKey, Role, check_workspace_name},
         flow::{FlowDefinition, Step},
     },
-    store::{NewKey, Store, StoreError},
+    store::{Location, NewKey, Store, StoreError, copy},
 };
 
 /// The workspace an empty database gets.
@@ -40,6 +40,9 @@ pub enum AdminError {
     /// A flow id that does not exist in the workspace.
     #[error("no flow {0:?} in this workspace; leave flow_id out to create a new flow")]
     NoSuchFlow(String),
+    /// A copy from a database into itself.
+    #[error("--from and --to name the same database ({0})")]
+    SameDatabase(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -138,6 +141,24 @@ pub struct BootstrapKeys {
     pub agent: IssuedKey,
     /// A visitor key of the default workspace.
     pub visitor: IssuedKey,
+}
+
+/// Copies every row of the database at `from` into the empty one at `to`
+/// (migrated first), reporting `progress`; returns each table's rows in both.
+pub async fn migrate(
+    from: &Location,
+    to: &Location,
+    progress: impl FnMut(copy::Progress),
+) -> Result<Vec<copy::Counted>, AdminError> {
+    if from == to {
+        return Err(AdminError::SameDatabase(from.to_string()));
+    }
+    let source = Store::open_existing(from).await?;
+    let target = Store::open(to).await?;
+    let copied = source.copy_into(&target, progress).await;
+    source.close().await;
+    target.close().await;
+    Ok(copied?)
 }
 
 /// What the store keeps of `key`: its id and the hash of its secret.

@@ -15,6 +15,7 @@
 //! driver types; where the two dialects differ, each backend's `dialect`
 //! module says so. Nothing above this module knows which backend it runs on.
 
+pub mod copy;
 mod model;
 // Each backend compiles the files of `sql/` as modules of its own, with its
 // driver's types: one source, two instantiations, on purpose.
@@ -63,6 +64,25 @@ pub enum StoreError {
         holder: String,
         /// The lock file.
         lock: String,
+    },
+    /// The database server could not be reached or refused the login.
+    #[error("cannot connect to {database}: {source}")]
+    Unreachable {
+        /// The database, its password redacted.
+        database: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A database file that should exist does not.
+    #[error("{0} does not exist")]
+    NoSuchFile(String),
+    /// A copy's target already holds data.
+    #[error("the target database is not empty: {table} has {rows} rows")]
+    TargetNotEmpty {
+        /// The first table found with rows.
+        table: &'static str,
+        /// How many.
+        rows: u64,
     },
     /// The lock file could not be opened or written.
     #[error("could not lock {path}: {source}")]
@@ -216,6 +236,17 @@ impl Store {
     /// migrations (creating a missing SQLite file).
     pub async fn open(location: &Location) -> Result<Self, StoreError> {
         Self::connect(location, false).await
+    }
+
+    /// Opens a database that exists: unlike [`Store::open`], a missing SQLite
+    /// file is refused ([`StoreError::NoSuchFile`]) rather than created.
+    pub async fn open_existing(location: &Location) -> Result<Self, StoreError> {
+        if let Location::File(path) = location
+            && !path.exists()
+        {
+            return Err(StoreError::NoSuchFile(path.display().to_string()));
+        }
+        Self::open(location).await
     }
 
     /// Opens the database for a server: on a SQLite file, takes the file's
@@ -419,6 +450,78 @@ impl Store {
         dispatch!(self, b => b.purge_request_ids(cutoff).await)
     }
 
+    /// Copies every row of this database into `target`, which must be empty
+    /// (it has only just been migrated), in one transaction of the target;
+    /// calls `progress` as pages go in. Returns each table's rows in both,
+    /// counted afresh after the commit.
+    pub async fn copy_into(
+        &self,
+        target: &Store,
+        mut progress: impl FnMut(copy::Progress),
+    ) -> Result<Vec<copy::Counted>, StoreError> {
+        let mut source = self.begin_copy(false).await?;
+        let mut sink = target.begin_copy(true).await?;
+        for table in copy::TABLES {
+            let rows = sink.count(table).await?;
+            if rows > 0 {
+                return Err(StoreError::TargetNotEmpty {
+                    table: table.name,
+                    rows,
+                });
+            }
+        }
+        let mut sources = Vec::new();
+        for table in copy::TABLES {
+            let total = source.count(table).await?;
+            sources.push(total);
+            let key = table.key_positions();
+            let mut after: Option<Vec<copy::Value>> = None;
+            let mut done = 0;
+            progress(copy::Progress {
+                table: table.name,
+                done,
+                total,
+            });
+            loop {
+                let rows = source
+                    .read_after(table, after.as_deref(), copy::PAGE)
+                    .await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(key.iter().map(|&i| last[i].clone()).collect());
+                sink.insert(table, &rows).await?;
+                done += rows.len() as u64;
+                progress(copy::Progress {
+                    table: table.name,
+                    done,
+                    total,
+                });
+            }
+        }
+        sink.finish().await?;
+        sink.commit().await?;
+        source.commit().await?;
+        let mut check = target.begin_copy(false).await?;
+        let mut counted = Vec::new();
+        for (table, source) in copy::TABLES.iter().zip(sources) {
+            counted.push(copy::Counted {
+                table: table.name,
+                source,
+                target: check.count(table).await?,
+            });
+        }
+        check.commit().await?;
+        Ok(counted)
+    }
+
+    async fn begin_copy(&self, write: bool) -> Result<CopyTx, StoreError> {
+        Ok(match (&self.backend, write) {
+            (Backend::Sqlite(b), false) => CopyTx::Sqlite(b.begin_read().await?),
+            (Backend::Sqlite(b), true) => CopyTx::Sqlite(b.begin_write().await?),
+            (Backend::Postgres(b), false) => CopyTx::Postgres(b.begin_read().await?),
+            (Backend::Postgres(b), true) => CopyTx::Postgres(b.begin_write().await?),
+        })
+    }
+
     /// Housekeeping the backend does not do on its own (SQLite: copying
     /// the WAL into the file, never blocking a writer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
@@ -499,6 +602,63 @@ impl BatchTx {
     /// write is durable.
     pub async fn commit(self, writes: &Writes) -> Result<(), StoreError> {
         dispatch_tx!(self, tx => tx.commit(writes).await)
+    }
+}
+
+/// One side of a copy: a read snapshot of the source, or the target's write
+/// transaction.
+enum CopyTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+macro_rules! dispatch_copy {
+    ($self:expr, $module:ident, $tx:ident => $call:expr) => {
+        match $self {
+            CopyTx::Sqlite($tx) => {
+                use sqlite::copy as $module;
+                $call
+            }
+            CopyTx::Postgres($tx) => {
+                use postgres::copy as $module;
+                $call
+            }
+        }
+    };
+}
+
+impl CopyTx {
+    async fn count(&mut self, table: &copy::Table) -> Result<u64, StoreError> {
+        dispatch_copy!(self, c, tx => c::count(tx, table).await)
+    }
+
+    async fn read_after(
+        &mut self,
+        table: &copy::Table,
+        after: Option<&[copy::Value]>,
+        limit: i64,
+    ) -> Result<Vec<Vec<copy::Value>>, StoreError> {
+        dispatch_copy!(self, c, tx => c::read_after(tx, table, after, limit).await)
+    }
+
+    async fn insert(
+        &mut self,
+        table: &copy::Table,
+        rows: &[Vec<copy::Value>],
+    ) -> Result<(), StoreError> {
+        dispatch_copy!(self, c, tx => c::insert(tx, table, rows).await)
+    }
+
+    async fn finish(&mut self) -> Result<(), StoreError> {
+        dispatch_copy!(self, c, tx => c::finish(tx).await)
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await?,
+            Self::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
     }
 }
 

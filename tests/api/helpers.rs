@@ -162,6 +162,20 @@ impl TestApp {
         }
     }
 
+    /// A server on a new SQLite file, whichever backend the suite runs on.
+    pub async fn spawn_on_sqlite() -> TestApp {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let database = Location::File(dir.path().join("conversations.db"));
+        let settings = settings_with(FeedConfig::default(), LimitsConfig::default());
+        let (app, keys) = Self::start(dir, database, settings).await;
+        let keys = keys.expect("a new database gets bootstrap keys");
+        TestApp {
+            agent_key: keys.agent.token,
+            visitor_key: keys.visitor.token,
+            ..app
+        }
+    }
+
     /// A second server on this one's database, with the same keys: a
     /// replica. None on a SQLite file, which one server serves.
     pub async fn replica(&self) -> Option<TestApp> {

@@ -9,6 +9,7 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod migrate;
 mod pagination;
 mod persistence;
 mod process;

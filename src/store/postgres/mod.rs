@@ -12,6 +12,8 @@
 pub mod batch;
 #[path = "../sql/conversations.rs"]
 mod conversations;
+#[path = "../sql/copy.rs"]
+pub mod copy;
 #[path = "../sql/counters.rs"]
 mod counters;
 #[path = "../sql/events.rs"]
@@ -32,7 +34,7 @@ mod notify;
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Transaction,
+    ConnectOptions, Connection, Transaction,
     pool::PoolConnection,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
@@ -59,6 +61,11 @@ mod dialect {
     /// Servers starting together on an empty database: the first creates
     /// `default`, the others wait and then find it.
     pub const BOOTSTRAP_LOCK: &[&str] = &["LOCK TABLE workspaces IN SHARE ROW EXCLUSIVE MODE"];
+    /// After a copy: new workspaces get ids after the copied ones.
+    pub const AFTER_COPY: &[&str] = &[
+        "SELECT setval(pg_get_serial_sequence('workspaces', 'workspace_id'), \
+         COALESCE((SELECT MAX(workspace_id) FROM workspaces), 0) + 1, false)",
+    ];
 }
 
 /// The PostgreSQL store. Cheap to clone.
@@ -75,9 +82,19 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Connects to the database at `url` and applies the migrations.
+    /// Connects to the database at `url` and applies the migrations. A
+    /// database that cannot be reached fails at once, naming it (redacted).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
+        let unreachable = |source| StoreError::Unreachable {
+            database: super::redacted(url),
+            source,
+        };
+        let mut first = options.connect().await.map_err(unreachable)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run_direct(&mut first)
+            .await?;
+        first.close().await.map_err(unreachable)?;
         let pool = |connections: u32| {
             PgPoolOptions::new()
                 .max_connections(connections)
@@ -85,7 +102,6 @@ impl Backend {
                 .connect_lazy_with(options.clone())
         };
         let admin = pool(2);
-        sqlx::migrate!("./migrations/postgres").run(&admin).await?;
         let notify = pool(2);
         Ok(Self {
             batch: pool(1),
@@ -106,7 +122,7 @@ impl Backend {
     }
 
     /// A read transaction: every read in it sees one snapshot.
-    async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
+    pub(super) async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
         Ok(self
             .reader
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -114,7 +130,7 @@ impl Backend {
     }
 
     /// An administrative write transaction (keys, workspaces, flows, purges).
-    async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
         Ok(self.admin.begin().await?)
     }
 

@@ -20,6 +20,8 @@ mod lock;
 pub mod batch;
 #[path = "../sql/conversations.rs"]
 mod conversations;
+#[path = "../sql/copy.rs"]
+pub mod copy;
 #[path = "../sql/counters.rs"]
 mod counters;
 #[path = "../sql/events.rs"]
@@ -73,6 +75,8 @@ mod dialect {
     /// Statements that make bootstrapping exclusive: none beyond the write
     /// lock.
     pub const BOOTSTRAP_LOCK: &[&str] = &[];
+    /// After a copy: nothing to do.
+    pub const AFTER_COPY: &[&str] = &[];
 }
 
 /// The SQLite store. Cheap to clone.
@@ -125,13 +129,13 @@ impl Backend {
     }
 
     /// A read transaction: every read in it sees one snapshot.
-    async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
+    pub(super) async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
         Ok(self.reader.begin().await?)
     }
 
     /// An administrative write transaction (keys, workspaces, flows,
     /// purges), holding SQLite's write lock.
-    async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
         Ok(self.admin.begin_with("BEGIN IMMEDIATE").await?)
     }
 

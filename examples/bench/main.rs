@@ -21,6 +21,9 @@
 //! 5. catch-up: one stream from sequence 0 until its first checkpoint;
 //! 6. `ListConversations` latency on the seeded workspace.
 //!
+//! With `--database postgres://…` the bench runs on PostgreSQL instead, with
+//! `--replicas` servers on one database: see [`postgres`].
+//!
 //! Figures, not assertions: each target is printed as met or missed and
 //! nothing fails because the machine is slow. `--smoke` runs every phase for
 //! about a second on tiny sizes (CI) and writes its output under
@@ -56,6 +59,7 @@ use conversations::{
         watch_events_response::Item,
     },
     startup::{Application, shutdown_signal},
+    store::Location,
 };
 use serde::Serialize;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -70,6 +74,8 @@ use tonic::{
     transport::Channel as GrpcChannel,
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+mod postgres;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -150,10 +156,18 @@ struct Args {
     /// Where to draw the SVG chart [default: docs/bench.svg].
     #[arg(long)]
     svg: Option<PathBuf>,
-    /// Serve the database at this path and print the address and keys (the
-    /// bench starts itself this way).
-    #[arg(long, hide = true, value_name = "DB_PATH")]
-    serve_child: Option<PathBuf>,
+    /// Run on this PostgreSQL server instead of a SQLite file: a
+    /// `postgres://` URL of a database the bench may create its own
+    /// databases from (it drops them at the end).
+    #[arg(long)]
+    database: Option<Location>,
+    /// Servers of the one PostgreSQL database (with --database).
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
+    /// Serve this database and print the address and keys (the bench starts
+    /// itself this way).
+    #[arg(long, hide = true, value_name = "DATABASE")]
+    serve_child: Option<Location>,
 }
 
 /// The sizes a run uses, after `--smoke`.
@@ -245,9 +259,13 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match &args.serve_child {
-        Some(db) => runtime.block_on(serve_child(db)),
-        None => runtime.block_on(run(&args)),
+    match (&args.serve_child, &args.database) {
+        (Some(db), _) => runtime.block_on(serve_child(db)),
+        (None, Some(Location::Postgres(url))) => runtime.block_on(postgres::run(&args, url)),
+        (None, Some(Location::File(_))) => {
+            Err("--database takes a postgres:// URL; without it the bench uses a SQLite file of its own".into())
+        }
+        (None, None) => runtime.block_on(run(&args)),
     }
 }
 
@@ -262,7 +280,7 @@ async fn run(args: &Args) -> Result<()> {
     let json_path = args.json.clone().unwrap_or_else(|| root.join(json_default));
     let svg_path = args.svg.clone().unwrap_or_else(|| root.join(svg_default));
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("bench.db");
+    let db = Location::File(dir.path().join("bench.db"));
     let started = Instant::now();
     let load_at_start = load_average();
     progress(format!("sizes: {sizes:?}"));
@@ -485,10 +503,14 @@ struct Server {
 impl Server {
     /// Starts this binary with `--serve-child DB` and reads its address and
     /// keys from its stdout.
-    async fn spawn(db: &Path) -> Result<Self> {
+    async fn spawn(db: &Location) -> Result<Self> {
+        let argument: std::ffi::OsString = match db {
+            Location::File(path) => path.into(),
+            Location::Postgres(url) => url.into(),
+        };
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .arg("--serve-child")
-            .arg(db)
+            .arg(argument)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -565,9 +587,9 @@ impl Server {
 }
 
 /// The child: serves `db` on a free port until stdin closes or SIGTERM.
-async fn serve_child(db: &Path) -> Result<()> {
+async fn serve_child(db: &Location) -> Result<()> {
     conversations::telemetry::init("warn");
-    let settings = Settings::new("127.0.0.1:0".parse()?, db.to_path_buf());
+    let settings = Settings::new("127.0.0.1:0".parse()?, db.clone());
     let application = Application::build(&settings).await?;
     let store = application.app().store();
     // A seeded database has its workspace already, and keys are shown only
@@ -618,9 +640,16 @@ struct Api {
 
 impl Api {
     async fn connect(server: &Server, connections: usize) -> Result<Self> {
+        Self::connect_spread(&[server], connections).await
+    }
+
+    /// Connections to every one of `servers` in turn (workers spread over
+    /// them), with the first one's keys.
+    async fn connect_spread(servers: &[&Server], connections: usize) -> Result<Self> {
+        let server = servers.first().ok_or("no server")?;
         let mut clients = Vec::new();
-        for _ in 0..connections.max(1) {
-            clients.push(Client::new(server.connect().await?));
+        for i in 0..connections.max(servers.len()) {
+            clients.push(Client::new(servers[i % servers.len()].connect().await?));
         }
         Ok(Self {
             clients: clients.into(),
@@ -698,8 +727,8 @@ fn bench_agent() -> Result<AgentRef> {
 /// Seeds `sizes.conversations` conversations (every `pending_every`th marked
 /// pending), then agent messages until the feed holds `sizes.events` events,
 /// through `App::execute` from `seed_tasks` tasks.
-async fn seed(db: &Path, sizes: &Sizes) -> Result<Seeded> {
-    let settings = Settings::new("127.0.0.1:0".parse()?, db.to_path_buf());
+async fn seed(db: &Location, sizes: &Sizes) -> Result<Seeded> {
+    let settings = Settings::new("127.0.0.1:0".parse()?, db.clone());
     let application = Application::build(&settings).await?;
     let app = application.app().clone();
     admin::bootstrap(app.store()).await?;
