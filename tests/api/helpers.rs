@@ -153,13 +153,7 @@ impl TestApp {
     pub async fn spawn_with(settings: Settings) -> TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let database = fresh_database(dir.path()).await;
-        let (app, keys) = Self::start(dir, database, settings).await;
-        let keys = keys.expect("a new database gets bootstrap keys");
-        TestApp {
-            agent_key: keys.agent.token,
-            visitor_key: keys.visitor.token,
-            ..app
-        }
+        Self::spawn_new(dir, database, settings).await
     }
 
     /// A server on a new SQLite file, whichever backend the suite runs on.
@@ -167,6 +161,15 @@ impl TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let database = Location::File(dir.path().join("conversations.db"));
         let settings = settings_with(FeedConfig::default(), LimitsConfig::default());
+        Self::spawn_new(dir, database, settings).await
+    }
+
+    /// A server on the new, empty `database`, with the keys it bootstraps.
+    async fn spawn_new(
+        dir: Arc<tempfile::TempDir>,
+        database: Location,
+        settings: Settings,
+    ) -> TestApp {
         let (app, keys) = Self::start(dir, database, settings).await;
         let keys = keys.expect("a new database gets bootstrap keys");
         TestApp {
@@ -383,6 +386,23 @@ impl TestApp {
             .expect("counters")
             .event_head
     }
+}
+
+/// Reads a stream until it ends with a status (within 10 s), which it
+/// returns; a stream that ends without one fails the test.
+pub async fn end_status<T>(stream: &mut tonic::Streaming<T>) -> Status {
+    use tokio_stream::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status,
+                None => panic!("the stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 10 s")
 }
 
 /// An agent reference.

@@ -245,17 +245,7 @@ async fn a_key_revoked_through_one_replica_ends_its_streams_on_another_within_a_
     admin::revoke_key(a.store(), &key_id)
         .await
         .expect("revoke through a");
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(status)) => return status,
-                None => panic!("the stream ended without a status"),
-            }
-        }
-    })
-    .await
-    .expect("the stream ends");
+    let ended = crate::helpers::end_status(&mut stream).await;
     let took = revoked_at.elapsed();
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");

@@ -3,8 +3,6 @@
 //! come from memory yet revocations reach open streams, and one server owns
 //! a database file.
 
-use std::time::Duration;
-
 use conversations::{
     app::{Caller, admin},
     config::Settings,
@@ -35,45 +33,36 @@ async fn raw_file(app: &TestApp) -> Option<SqlitePool> {
     )
 }
 
-/// Runs `sql` on the server's database beside it.
-async fn raw_execute(app: &TestApp, sql: &str) {
-    match &app.database {
-        Location::File(_) => {
-            let pool = raw_file(app).await.expect("a file");
-            sqlx::query(sql).execute(&pool).await.expect("execute");
-        }
-        Location::Postgres(url) => {
-            let pool = PgPool::connect(url).await.expect("connect");
-            sqlx::query(sql).execute(&pool).await.expect("execute");
-        }
-    }
+/// The server's database, opened beside it with its backend's driver.
+enum Raw {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
-/// (status, count) rows of the conversations table, read with the
-/// backend's own driver beside the server.
-async fn count_by_status(app: &TestApp) -> Vec<(String, i64)> {
-    let sql = "SELECT status, COUNT(*) FROM conversations GROUP BY status";
-    match &app.database {
-        Location::File(_) => {
-            let pool = raw_file(app).await.expect("a file");
-            sqlx::query(sql)
-                .fetch_all(&pool)
-                .await
-                .expect("count")
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
+impl Raw {
+    async fn open(app: &TestApp) -> Self {
+        match &app.database {
+            Location::File(_) => Self::Sqlite(raw_file(app).await.expect("a file")),
+            Location::Postgres(url) => Self::Postgres(PgPool::connect(url).await.expect("connect")),
         }
-        Location::Postgres(url) => {
-            let pool = PgPool::connect(url).await.expect("connect");
-            sqlx::query(sql)
-                .fetch_all(&pool)
-                .await
-                .expect("count")
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
+    }
+
+    async fn execute(&self, sql: &str) {
+        match self {
+            Self::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            Self::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
         }
+        .expect("execute");
+    }
+
+    /// (status, count) rows of the conversations table.
+    async fn count_by_status(&self) -> Vec<(String, i64)> {
+        let sql = "SELECT status, COUNT(*) FROM conversations GROUP BY status";
+        match self {
+            Self::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+            Self::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        }
+        .expect("count")
     }
 }
 
@@ -97,12 +86,13 @@ async fn one_bad_command_does_not_fail_the_commands_batched_with_it() {
     let app = TestApp::spawn().await;
     // A stored flow that no longer validates: starting it is a fault of the
     // store, which fails the whole batch transaction.
-    raw_execute(
-        &app,
-        "INSERT INTO flows (flow_id, version, workspace_id, name, definition, create_time) \
+    Raw::open(&app)
+        .await
+        .execute(
+            "INSERT INTO flows (flow_id, version, workspace_id, name, definition, create_time) \
          VALUES ('flow_broken', 1, 1, 'broken', '{\"name\":\"broken\",\"steps\":[]}', 0)",
-    )
-    .await;
+        )
+        .await;
     let caller = agent_caller(&app).await;
 
     for round in 0..5 {
@@ -170,7 +160,7 @@ async fn inbox_counts_equal_a_count_of_the_table_after_racing_mutations() {
 
     let listed = list_all(&mut agent).await;
     let counts = listed.status_counts.expect("counts");
-    let rows = count_by_status(&app).await;
+    let rows = Raw::open(&app).await.count_by_status().await;
     let counted = |status: &str| {
         rows.iter()
             .find(|(s, _)| s == status)
@@ -207,17 +197,7 @@ async fn a_revoked_keys_open_stream_ends_unauthenticated_with_a_cursor_to_resume
     admin::revoke_key(app.store(), &key_id)
         .await
         .expect("revoke");
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(status)) => return status,
-                None => panic!("the stream ended without a status"),
-            }
-        }
-    })
-    .await
-    .expect("the stream of a revoked key ends");
+    let ended = crate::helpers::end_status(&mut stream).await;
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert_eq!(reason(&ended), "API_KEY_INVALID");
     let info = tonic_types::StatusExt::get_details_error_info(&ended).expect("error info");
