@@ -346,3 +346,47 @@ async fn every_table_of_workspace_data_is_keyed_and_indexed_by_workspace_first()
     pool.close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_reaches_postgresql_over_tls_when_the_url_asks_for_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conversations::store::Location::Postgres(url) = fresh_database(dir.path()).await else {
+        return;
+    };
+    let mut tls = url::Url::parse(&url).expect("url");
+    tls.query_pairs_mut().append_pair("sslmode", "require");
+    let location = conversations::store::Location::Postgres(tls.to_string());
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&pool)
+        .await
+        .expect("ssl setting");
+    pool.close().await;
+    let opened = conversations::store::Store::open(&location).await;
+    if ssl == "on" {
+        let store = opened.expect("a TLS connection to PostgreSQL");
+        assert!(admin::bootstrap(&store).await.expect("bootstrap").is_some());
+        assert!(
+            store
+                .find_workspace("default")
+                .await
+                .expect("read")
+                .is_some(),
+            "the workspace written over TLS is there"
+        );
+        // And such a URL gets TLS: the server says so about the session.
+        let pool = sqlx::PgPool::connect(tls.as_ref()).await.expect("tls");
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&pool)
+                .await
+                .expect("pg_stat_ssl");
+        assert!(encrypted);
+        pool.close().await;
+        store.close().await;
+    } else {
+        // A server without TLS: the start fails, and says why.
+        let error = opened.expect_err("sslmode=require on a server without TLS");
+        assert!(error.to_string().contains("cannot connect"), "{error}");
+    }
+}
