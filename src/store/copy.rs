@@ -59,6 +59,8 @@ impl Table {
 
 use Kind::{Bytes, Int, Text};
 
+use super::{Backend, Store, StoreError, postgres, sqlite};
+
 /// Every table, parents before children.
 pub const TABLES: &[Table] = &[
     Table {
@@ -196,4 +198,129 @@ pub struct Counted {
     pub source: u64,
     /// Rows in the target.
     pub target: u64,
+}
+
+impl Store {
+    /// Copies every row of this database into `target`, which must be empty
+    /// (it has only just been migrated), in one transaction of the target;
+    /// calls `progress` as pages go in. Returns each table's rows in both,
+    /// counted afresh after the commit.
+    pub async fn copy_into(
+        &self,
+        target: &Store,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Vec<Counted>, StoreError> {
+        let mut source = self.begin_copy(false).await?;
+        let mut sink = target.begin_copy(true).await?;
+        for table in TABLES {
+            let rows = sink.count(table).await?;
+            if rows > 0 {
+                return Err(StoreError::TargetNotEmpty {
+                    table: table.name,
+                    rows,
+                });
+            }
+        }
+        let mut sources = Vec::new();
+        for table in TABLES {
+            let total = source.count(table).await?;
+            sources.push(total);
+            let key = table.key_positions();
+            let mut after: Option<Vec<Value>> = None;
+            let mut done = 0;
+            progress(Progress {
+                table: table.name,
+                done,
+                total,
+            });
+            loop {
+                let rows = source.read_after(table, after.as_deref(), PAGE).await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(key.iter().map(|&i| last[i].clone()).collect());
+                sink.insert(table, &rows).await?;
+                done += rows.len() as u64;
+                progress(Progress {
+                    table: table.name,
+                    done,
+                    total,
+                });
+            }
+        }
+        sink.finish().await?;
+        sink.commit().await?;
+        source.commit().await?;
+        let mut check = target.begin_copy(false).await?;
+        let mut counted = Vec::new();
+        for (table, source) in TABLES.iter().zip(sources) {
+            counted.push(Counted {
+                table: table.name,
+                source,
+                target: check.count(table).await?,
+            });
+        }
+        check.commit().await?;
+        Ok(counted)
+    }
+
+    async fn begin_copy(&self, write: bool) -> Result<CopyTx, StoreError> {
+        Ok(match (&self.backend, write) {
+            (Backend::Sqlite(b), false) => CopyTx::Sqlite(b.begin_read().await?),
+            (Backend::Sqlite(b), true) => CopyTx::Sqlite(b.begin_write().await?),
+            (Backend::Postgres(b), false) => CopyTx::Postgres(b.begin_read().await?),
+            (Backend::Postgres(b), true) => CopyTx::Postgres(b.begin_write().await?),
+        })
+    }
+}
+
+/// One side of a copy: a read snapshot of the source, or the target's write
+/// transaction.
+enum CopyTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+macro_rules! dispatch_copy {
+    ($self:expr, $module:ident, $tx:ident => $call:expr) => {
+        match $self {
+            CopyTx::Sqlite($tx) => {
+                use sqlite::copy as $module;
+                $call
+            }
+            CopyTx::Postgres($tx) => {
+                use postgres::copy as $module;
+                $call
+            }
+        }
+    };
+}
+
+impl CopyTx {
+    async fn count(&mut self, table: &Table) -> Result<u64, StoreError> {
+        dispatch_copy!(self, c, tx => c::count(tx, table).await)
+    }
+
+    async fn read_after(
+        &mut self,
+        table: &Table,
+        after: Option<&[Value]>,
+        limit: i64,
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        dispatch_copy!(self, c, tx => c::read_after(tx, table, after, limit).await)
+    }
+
+    async fn insert(&mut self, table: &Table, rows: &[Vec<Value>]) -> Result<(), StoreError> {
+        dispatch_copy!(self, c, tx => c::insert(tx, table, rows).await)
+    }
+
+    async fn finish(&mut self) -> Result<(), StoreError> {
+        dispatch_copy!(self, c, tx => c::finish(tx).await)
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await?,
+            Self::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
 }

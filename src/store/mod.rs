@@ -15,7 +15,9 @@
 //! driver types; where the two dialects differ, each backend's `dialect`
 //! module says so. Nothing above this module knows which backend it runs on.
 
+mod commits;
 pub mod copy;
+mod location;
 mod model;
 // Each backend compiles the files of `sql/` as modules of its own, with its
 // driver's types: one source, two instantiations, on purpose.
@@ -24,8 +26,11 @@ mod postgres;
 #[allow(clippy::duplicate_mod, reason = "sql/ is compiled once per backend")]
 mod sqlite;
 
-use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr};
+use std::collections::HashMap;
 
+pub use commits::{CommitNotice, CommitWatch};
+pub use location::Location;
+pub(crate) use location::redacted;
 pub use model::{
     DefaultFlow, ListCursor, ListFilter, NewKey, NewRecord, Record, StoredFlow, StoredKey, Tally,
     Writes,
@@ -100,115 +105,6 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// Where the data lives: a SQLite file, or a PostgreSQL database named by a
-/// `postgres://` or `postgresql://` URL. Shown (Display and Debug alike)
-/// with any password redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A SQLite file, created with its schema when missing.
-    File(PathBuf),
-    /// A PostgreSQL connection URL.
-    Postgres(String),
-}
-
-impl FromStr for Location {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(
-            if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-                Self::Postgres(s.to_owned())
-            } else {
-                Self::File(PathBuf::from(s))
-            },
-        )
-    }
-}
-
-impl From<PathBuf> for Location {
-    fn from(path: PathBuf) -> Self {
-        Self::File(path)
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::File(path) => write!(f, "{}", path.display()),
-            Self::Postgres(url) => f.write_str(&redacted(url)),
-        }
-    }
-}
-
-impl fmt::Debug for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Location({self})")
-    }
-}
-
-/// `url` with its password (in the authority or as a `password` query
-/// parameter) replaced; a URL that does not parse is not shown at all.
-fn redacted(url: &str) -> String {
-    const HIDDEN: &str = "********";
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return "postgres://(a URL that does not parse)".to_owned();
-    };
-    if parsed.password().is_some() {
-        let _ = parsed.set_password(Some(HIDDEN));
-    }
-    if parsed.query_pairs().any(|(k, _)| k == "password") {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k == "password" {
-                    HIDDEN.into()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    parsed.to_string()
-}
-
-/// Word that other servers committed to the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitNotice {
-    /// The workspace's feed reaches at least this sequence.
-    Head(WorkspaceId, i64),
-    /// Notices may have been missed: read every workspace's head.
-    Resync,
-}
-
-/// Notices of commits made by other servers on the same database. A notice
-/// only says where to look: what was committed is read from the events
-/// table by sequence. On a SQLite file no other server writes, and none
-/// ever comes.
-#[derive(Debug)]
-pub struct CommitWatch {
-    notices: tokio::sync::mpsc::Receiver<CommitNotice>,
-    /// Keeps a watch with no source open (it then waits forever).
-    _idle: Option<tokio::sync::mpsc::Sender<CommitNotice>>,
-}
-
-impl CommitWatch {
-    /// A watch that never hears anything.
-    fn silent() -> Self {
-        let (idle, notices) = tokio::sync::mpsc::channel(1);
-        Self {
-            notices,
-            _idle: Some(idle),
-        }
-    }
-
-    /// The next notice; None once the store is closed.
-    pub async fn next(&mut self) -> Option<CommitNotice> {
-        self.notices.recv().await
-    }
-}
-
 /// The database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -277,10 +173,7 @@ impl Store {
     pub fn watch_commits(&self) -> CommitWatch {
         match &self.backend {
             Backend::Sqlite(_) => CommitWatch::silent(),
-            Backend::Postgres(b) => CommitWatch {
-                notices: b.watch_commits(),
-                _idle: None,
-            },
+            Backend::Postgres(b) => CommitWatch::of(b.watch_commits()),
         }
     }
 
@@ -450,78 +343,6 @@ impl Store {
         dispatch!(self, b => b.purge_request_ids(cutoff).await)
     }
 
-    /// Copies every row of this database into `target`, which must be empty
-    /// (it has only just been migrated), in one transaction of the target;
-    /// calls `progress` as pages go in. Returns each table's rows in both,
-    /// counted afresh after the commit.
-    pub async fn copy_into(
-        &self,
-        target: &Store,
-        mut progress: impl FnMut(copy::Progress),
-    ) -> Result<Vec<copy::Counted>, StoreError> {
-        let mut source = self.begin_copy(false).await?;
-        let mut sink = target.begin_copy(true).await?;
-        for table in copy::TABLES {
-            let rows = sink.count(table).await?;
-            if rows > 0 {
-                return Err(StoreError::TargetNotEmpty {
-                    table: table.name,
-                    rows,
-                });
-            }
-        }
-        let mut sources = Vec::new();
-        for table in copy::TABLES {
-            let total = source.count(table).await?;
-            sources.push(total);
-            let key = table.key_positions();
-            let mut after: Option<Vec<copy::Value>> = None;
-            let mut done = 0;
-            progress(copy::Progress {
-                table: table.name,
-                done,
-                total,
-            });
-            loop {
-                let rows = source
-                    .read_after(table, after.as_deref(), copy::PAGE)
-                    .await?;
-                let Some(last) = rows.last() else { break };
-                after = Some(key.iter().map(|&i| last[i].clone()).collect());
-                sink.insert(table, &rows).await?;
-                done += rows.len() as u64;
-                progress(copy::Progress {
-                    table: table.name,
-                    done,
-                    total,
-                });
-            }
-        }
-        sink.finish().await?;
-        sink.commit().await?;
-        source.commit().await?;
-        let mut check = target.begin_copy(false).await?;
-        let mut counted = Vec::new();
-        for (table, source) in copy::TABLES.iter().zip(sources) {
-            counted.push(copy::Counted {
-                table: table.name,
-                source,
-                target: check.count(table).await?,
-            });
-        }
-        check.commit().await?;
-        Ok(counted)
-    }
-
-    async fn begin_copy(&self, write: bool) -> Result<CopyTx, StoreError> {
-        Ok(match (&self.backend, write) {
-            (Backend::Sqlite(b), false) => CopyTx::Sqlite(b.begin_read().await?),
-            (Backend::Sqlite(b), true) => CopyTx::Sqlite(b.begin_write().await?),
-            (Backend::Postgres(b), false) => CopyTx::Postgres(b.begin_read().await?),
-            (Backend::Postgres(b), true) => CopyTx::Postgres(b.begin_write().await?),
-        })
-    }
-
     /// Housekeeping the backend does not do on its own (SQLite: copying
     /// the WAL into the file, never blocking a writer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
@@ -602,63 +423,6 @@ impl BatchTx {
     /// write is durable.
     pub async fn commit(self, writes: &Writes) -> Result<(), StoreError> {
         dispatch_tx!(self, tx => tx.commit(writes).await)
-    }
-}
-
-/// One side of a copy: a read snapshot of the source, or the target's write
-/// transaction.
-enum CopyTx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-}
-
-macro_rules! dispatch_copy {
-    ($self:expr, $module:ident, $tx:ident => $call:expr) => {
-        match $self {
-            CopyTx::Sqlite($tx) => {
-                use sqlite::copy as $module;
-                $call
-            }
-            CopyTx::Postgres($tx) => {
-                use postgres::copy as $module;
-                $call
-            }
-        }
-    };
-}
-
-impl CopyTx {
-    async fn count(&mut self, table: &copy::Table) -> Result<u64, StoreError> {
-        dispatch_copy!(self, c, tx => c::count(tx, table).await)
-    }
-
-    async fn read_after(
-        &mut self,
-        table: &copy::Table,
-        after: Option<&[copy::Value]>,
-        limit: i64,
-    ) -> Result<Vec<Vec<copy::Value>>, StoreError> {
-        dispatch_copy!(self, c, tx => c::read_after(tx, table, after, limit).await)
-    }
-
-    async fn insert(
-        &mut self,
-        table: &copy::Table,
-        rows: &[Vec<copy::Value>],
-    ) -> Result<(), StoreError> {
-        dispatch_copy!(self, c, tx => c::insert(tx, table, rows).await)
-    }
-
-    async fn finish(&mut self) -> Result<(), StoreError> {
-        dispatch_copy!(self, c, tx => c::finish(tx).await)
-    }
-
-    async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(tx) => tx.commit().await?,
-            Self::Postgres(tx) => tx.commit().await?,
-        }
-        Ok(())
     }
 }
 
