@@ -323,6 +323,15 @@ async fn every_list_query_is_a_range_read_of_its_own_index_without_a_sort() {
             "SELECT * FROM workspace_counters WHERE workspace_id = 1".to_owned(),
             "INTEGER PRIMARY KEY",
         ),
+        // A batch reads its conversations by id: each by the primary key,
+        // never a scan of the workspace.
+        (
+            format!(
+                "SELECT * FROM conversations WHERE +workspace_id IN (1, 2) AND conversation_id IN ({})",
+                (0..256).map(|i| format!("'c{i}'")).collect::<Vec<_>>().join(", ")
+            ),
+            "sqlite_autoindex_conversations_1",
+        ),
     ];
     for (query, index) in queries {
         let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {query}"))

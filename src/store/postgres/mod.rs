@@ -56,6 +56,9 @@ mod dialect {
     pub const CONVERSATION_KEY: &str = "workspace_id, conversation_id";
     /// PostgreSQL picks the conversation index from its statistics.
     pub const EVENTS_OF_A_CONVERSATION: &str = "events";
+    /// The workspace column where conversations are read by a list of ids:
+    /// the primary key's leading column.
+    pub const WORKSPACE_OF_LISTED_IDS: &str = "workspace_id";
     /// Locks the selected rows until the transaction ends.
     pub const LOCK_ROWS: &str = " FOR UPDATE";
     /// Servers starting together on an empty database: the first creates

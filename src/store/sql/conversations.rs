@@ -174,7 +174,8 @@ pub async fn get_many(
         workspaces.sort_unstable();
         workspaces.dedup();
         let mut query = QueryBuilder::<Db>::new(format!(
-            "SELECT {COLUMNS} FROM conversations WHERE workspace_id IN ("
+            "SELECT {COLUMNS} FROM conversations WHERE {} IN (",
+            super::dialect::WORKSPACE_OF_LISTED_IDS
         ));
         let mut list = query.separated(", ");
         for workspace in workspaces {

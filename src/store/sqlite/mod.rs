@@ -70,6 +70,11 @@ mod dialect {
     /// the conversation's index, which SQLite would otherwise pass over for
     /// the primary key's range (it has no statistics to know better).
     pub const EVENTS_OF_A_CONVERSATION: &str = "events INDEXED BY events_by_conversation";
+    /// The workspace column where conversations are read by a list of ids:
+    /// the unary `+` keeps SQLite (which has no statistics) from scanning a
+    /// whole workspace by its index instead of looking each id up by the
+    /// primary key.
+    pub const WORKSPACE_OF_LISTED_IDS: &str = "+workspace_id";
     /// Row locks: none, the transaction holds the file's write lock.
     pub const LOCK_ROWS: &str = "";
     /// Statements that make bootstrapping exclusive: none beyond the write
