@@ -223,6 +223,14 @@ async fn barrage(
     sent
 }
 
+/// The server's memory once the barrage just sent is done with: the last
+/// 10 MB requests may still be in its buffers, and the allocator returns
+/// freed pages after a short delay. Read the same way before and after.
+async fn settled_rss(server: &crate::process::Server) -> u64 {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.rss_kib()
+}
+
 /// Reads at once from many callers, twice over, so that the server has
 /// opened every connection its pools will use.
 async fn fill_pools(client: &ConversationServiceClient<Channel>, key: &str, id: &str) {
@@ -339,12 +347,12 @@ async fn hostile_bytes_and_requests_leave_the_server_up_answering_others_with_fl
     // and each holds its buffers and statement cache), so the reading after
     // the hostile rounds compares like with like.
     fill_pools(&client, &key, &id).await;
-    let before = server.rss_kib();
+    let before = settled_rss(&server).await;
     let rounds = rounds();
     for round in 0..rounds {
         sent += barrage(&addr, &key, &id, &mut client, round % 25 == 0).await;
     }
-    let after = server.rss_kib();
+    let after = settled_rss(&server).await;
     stop.store(true, Ordering::Relaxed);
     bystander.await.expect("bystander");
 
