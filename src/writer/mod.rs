@@ -20,8 +20,11 @@
 //!   command is tried again alone, so one bad command cannot fail its
 //!   neighbours.
 //! - Committed events reach the feed in commit order, before any caller of
-//!   the batch is answered, so an `event_sequence` a caller holds is always
-//!   on the feed.
+//!   the batch is answered, so an `event_sequence` a caller holds is on the
+//!   feed. (On a database other servers write too, events that come after
+//!   theirs wait for the feed's follower to read those first; a cursor ahead
+//!   of the feed is then checked against the store, see
+//!   `Feed::head_in_store`.)
 //!
 //! **Never** waits for a subscriber (publishing is an append in memory), and
 //! never decides a rule itself.
