@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/conversations/v1/conversation_service.proto",
     "proto/conversations/v1/event.proto",
     "proto/conversations/v1/flow_service.proto",
+    "proto/conversations/v1/workspace_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

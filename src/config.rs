@@ -5,7 +5,12 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{app::LimitsConfig, domain::credentials::Role, feed::FeedConfig, store::Location};
+use crate::{
+    app::{LimitsConfig, timers::TimerConfig},
+    domain::credentials::Role,
+    feed::FeedConfig,
+    store::Location,
+};
 
 /// Live-chat conversation status lifecycle over gRPC.
 #[derive(Debug, Parser)]
@@ -132,6 +137,11 @@ pub struct ServeArgs {
     /// Require client certificates signed by this PEM CA (mutual TLS).
     #[arg(long, env = "CONVERSATIONS_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Seconds a server's claim on a due timer (a snooze's end, an
+    /// auto-close) keeps other servers away: if that server dies, another
+    /// fires the timer this much later at most.
+    #[arg(long, env = "CONVERSATIONS_TIMER_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timer_lease_seconds: u64,
 }
 
 impl ServeArgs {
@@ -169,6 +179,9 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            timers: TimerConfig {
+                lease: std::time::Duration::from_secs(self.timer_lease_seconds),
+            },
             ..Settings::new(self.listen, database)
         }
     }
@@ -181,6 +194,22 @@ pub enum WorkspaceCommand {
     Create {
         /// 1 to 64 characters of a-z, 0-9, '-' and '_'.
         name: String,
+    },
+    /// Show a workspace's settings, or change them: `--auto-close-after 30m`
+    /// closes conversations nobody wrote in for 30 minutes (`off` turns it
+    /// off); `--auto-close-message` is what the visitor is told first.
+    Settings {
+        /// The workspace.
+        #[arg(long, env = "CONVERSATIONS_WORKSPACE", default_value = "default")]
+        workspace: String,
+        /// Idle time before auto-close, as `90s`, `30m`, `2h`, `7d`, or
+        /// `off`. Unchanged when not given.
+        #[arg(long)]
+        auto_close_after: Option<String>,
+        /// What the visitor is told when auto-close closes their
+        /// conversation; empty for nothing. Unchanged when not given.
+        #[arg(long)]
+        auto_close_message: Option<String>,
     },
 }
 
@@ -239,6 +268,8 @@ pub struct Settings {
     pub max_connection_age: Option<std::time::Duration>,
     /// TLS, when served with it.
     pub tls: Option<TlsFiles>,
+    /// How due timers are claimed.
+    pub timers: TimerConfig,
 }
 
 /// The PEM files TLS is served with.
@@ -262,6 +293,7 @@ impl Settings {
             limits: LimitsConfig::default(),
             max_connection_age: None,
             tls: None,
+            timers: TimerConfig::default(),
         }
     }
 }

@@ -52,6 +52,38 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             application.run_until(shutdown_signal()).await?;
         }
         Command::Workspace {
+            command:
+                WorkspaceCommand::Settings {
+                    workspace,
+                    auto_close_after,
+                    auto_close_message,
+                },
+        } => {
+            let idle = auto_close_after
+                .as_deref()
+                .map(admin::parse_idle)
+                .transpose()?;
+            let store = Store::open_existing(&cli.database).await?;
+            let settings =
+                admin::workspace_settings(&store, &workspace, idle, auto_close_message.as_deref())
+                    .await;
+            store.close().await;
+            let settings = settings?;
+            match &settings.auto_close {
+                None => println!("Workspace `{workspace}`: auto-close is off."),
+                Some(auto) => {
+                    println!(
+                        "Workspace `{workspace}`: auto-close after {} without a message.",
+                        conversations::domain::timers::spoken_duration(auto.after_micros)
+                    );
+                    match &auto.message {
+                        Some(text) => println!("The visitor is told: {}", text.as_str()),
+                        None => println!("The visitor is told nothing before."),
+                    }
+                }
+            }
+        }
+        Command::Workspace {
             command: WorkspaceCommand::Create { name },
         } => {
             let store = Store::open(&cli.database).await?;

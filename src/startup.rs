@@ -11,10 +11,10 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::T
 use crate::{
     app::App,
     config::{Settings, TlsFiles},
-    grpc::{ConversationsApi, FlowsApi, refusals::ClearRefusalsLayer},
+    grpc::{ConversationsApi, FlowsApi, WorkspacesApi, refusals::ClearRefusalsLayer},
     pb::{
         self, conversation_service_server::ConversationServiceServer,
-        flow_service_server::FlowServiceServer,
+        flow_service_server::FlowServiceServer, workspace_service_server::WorkspaceServiceServer,
     },
     store::{Store, StoreError},
 };
@@ -146,6 +146,7 @@ impl Application {
         let tls = settings.tls.as_ref().map(tls_config).transpose()?;
         let store = Store::open_to_serve(&settings.database).await?;
         let app = App::start(store, settings.feed, settings.limits).await?;
+        app.start_timers(settings.timers);
         Ok(Self {
             listener,
             local_addr,
@@ -194,6 +195,12 @@ impl Application {
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
         health.set_serving::<FlowServiceServer<FlowsApi>>().await;
+        let workspaces = WorkspaceServiceServer::new(WorkspacesApi::new(self.app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        health
+            .set_serving::<WorkspaceServiceServer<WorkspacesApi>>()
+            .await;
 
         let purger = tokio::spawn(purge_request_ids(self.app.clone()));
 
@@ -230,6 +237,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(conversations)
             .add_service(flows)
+            .add_service(workspaces)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing calls in flight, ending event streams");
@@ -239,6 +247,9 @@ impl Application {
                     .await;
                 health
                     .set_not_serving::<FlowServiceServer<FlowsApi>>()
+                    .await;
+                health
+                    .set_not_serving::<WorkspaceServiceServer<WorkspacesApi>>()
                     .await;
                 let _ = stopping.send(());
             });

@@ -8,7 +8,11 @@
 //! - thread positions are 1..n with no gap, and the counts agree with them;
 //! - a CLOSED conversation never gains a visitor message;
 //! - every message has its MessagePosted event; the version moves by one per
-//!   applied command, and a refusal is one of the rules' (never a misuse).
+//!   applied command, and a refusal is one of the rules' (never a misuse);
+//! - (issue 10) with notes, assignments, snoozes, time passing and timers
+//!   firing, with auto-close on or off: a status change keeps the assignee;
+//!   only a PENDING conversation is snoozed; a timer fires only when due,
+//!   never on a closed conversation, and at most once per due time.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (256 by default).
 
@@ -17,7 +21,8 @@ use conversations::{
         Audience, Author, Command, Conversation, DecideError, EventPayload, Message,
         MessageContent, Micros, Status, WorkspaceId,
         flow::{FlowDefinition, ValidFlow},
-        lifecycle::{AgentAction, FlowRef, NewEvent, Sender, decide},
+        lifecycle::{AgentAction, Context, FlowRef, NewEvent, Sender, decide},
+        timers::{self, AutoClose, WorkspaceSettings},
         values::{AgentId, AgentRef, Channel, DisplayName, MessageText, VisitorId},
     },
     ids::UlidIds,
@@ -31,6 +36,11 @@ enum Step {
     AgentSays(Channel, String),
     Agent(AgentAction, Channel, Etag),
     Restart,
+    AgentNote(String),
+    Assign(Option<usize>, Etag),
+    Snooze(i64),
+    Wait(i64),
+    Fire,
 }
 
 /// Which etag a status change carries.
@@ -61,9 +71,22 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => text.prop_map(Step::VisitorSays),
         2 => (channel(), text).prop_map(|(c, t)| Step::AgentSays(c, t)),
-        4 => (action, channel(), etag).prop_map(|(a, c, e)| Step::Agent(a, c, e)),
+        4 => (action, channel(), etag.clone()).prop_map(|(a, c, e)| Step::Agent(a, c, e)),
         1 => Just(Step::Restart),
+        1 => text.prop_map(Step::AgentNote),
+        1 => (proptest::option::of(0..2usize), etag).prop_map(|(a, e)| Step::Assign(a, e)),
+        1 => (1..20i64).prop_map(Step::Snooze),
+        2 => (1..20i64).prop_map(Step::Wait),
+        2 => Just(Step::Fire),
     ]
+}
+
+fn agents(i: usize) -> AgentRef {
+    AgentRef {
+        agent_id: AgentId::parse(["agent-dana", "agent-sam"][i]).expect("id"),
+        display_name: DisplayName::parse(["Dana", "Sam"][i]).expect("name"),
+        channel: Channel::Inbox,
+    }
 }
 
 /// A flow that greets, asks two questions and hands off.
@@ -153,8 +176,17 @@ impl History {
 
 /// Runs `steps` on a new conversation (running `flow` if given), checking
 /// the invariants after every step.
-fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
+fn run(
+    steps: &[Step],
+    flow: Option<&ValidFlow>,
+    settings: &WorkspaceSettings,
+) -> Result<(), TestCaseError> {
     let workspace = WorkspaceId(1);
+    let context = |now| Context {
+        workspace_id: workspace,
+        settings,
+        now,
+    };
     let mut ids = UlidIds;
     let mut now = Micros(1_000_000);
     let flow_ref = flow.map(|flow| FlowRef {
@@ -167,7 +199,7 @@ fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
         agent: None,
         flow_id: flow_ref.map(|f| f.flow_id.to_owned()),
     };
-    let started = decide(&start, workspace, None, flow_ref, now, &mut ids).expect("a start");
+    let started = decide(&start, context(now), None, flow_ref, &mut ids).expect("a start");
     let mut history = History {
         conversation: started.conversation,
         messages: started.messages,
@@ -187,6 +219,7 @@ fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
                     conversation_id: id,
                     sender: Sender::Visitor(visitor()),
                     content: text(t),
+                    audience: Audience::Everyone,
                 },
                 true,
             ),
@@ -195,6 +228,7 @@ fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
                     conversation_id: id,
                     sender: Sender::Agent(agent(*channel)),
                     content: text(t),
+                    audience: Audience::Everyone,
                 },
                 false,
             ),
@@ -208,6 +242,49 @@ fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
                         Etag::Current => Some(c.etag()),
                         Etag::Stale => Some(stale.clone()),
                     },
+                    snooze_end_time: None,
+                },
+                false,
+            ),
+            Step::AgentNote(t) => (
+                Command::SendMessage {
+                    conversation_id: id,
+                    sender: Sender::Agent(agent(Channel::Inbox)),
+                    content: text(t),
+                    audience: Audience::Agents,
+                },
+                false,
+            ),
+            Step::Assign(to, etag) => (
+                Command::Assign {
+                    conversation_id: id,
+                    agent: agent(Channel::Slack),
+                    assignee: to.map(agents),
+                    etag: match etag {
+                        Etag::None => None,
+                        Etag::Current => Some(c.etag()),
+                        Etag::Stale => Some(stale.clone()),
+                    },
+                },
+                false,
+            ),
+            Step::Snooze(seconds) => (
+                Command::ChangeStatus {
+                    conversation_id: id,
+                    action: AgentAction::MarkPending,
+                    agent: agent(Channel::Inbox),
+                    etag: None,
+                    snooze_end_time: Some(Micros(now.0 + seconds * 1_000_000)),
+                },
+                false,
+            ),
+            Step::Wait(seconds) => {
+                now = Micros(now.0 + seconds * 1_000_000);
+                continue;
+            }
+            Step::Fire => (
+                Command::Fire {
+                    conversation_id: id,
                 },
                 false,
             ),
@@ -225,8 +302,28 @@ fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
             None
         };
         let before = c.clone();
-        match decide(&command, workspace, Some(c), flow, now, &mut ids) {
+        let due = timers::due_now(c, settings, now);
+        match decide(&command, context(now), Some(c), flow, &mut ids) {
             Ok(change) => {
+                if let Command::ChangeStatus { .. } = command {
+                    prop_assert_eq!(
+                        &change.conversation.assignee,
+                        &before.assignee,
+                        "a status change keeps the assignee"
+                    );
+                }
+                if let Command::Fire { .. } = command {
+                    prop_assert!(due.is_some(), "a timer fired when nothing was due");
+                    prop_assert_ne!(
+                        before.status,
+                        Status::Closed,
+                        "a timer fired on a closed conversation"
+                    );
+                    prop_assert!(
+                        timers::due_now(&change.conversation, settings, now).is_none(),
+                        "a timer left itself due"
+                    );
+                }
                 if before.status == Status::Closed {
                     prop_assert!(
                         !change
@@ -243,6 +340,9 @@ fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
                 history.events.extend(change.events);
             }
             Err(error) => {
+                if let Command::Fire { .. } = command {
+                    prop_assert!(due.is_none(), "a due timer was refused: {error:?}");
+                }
                 // A refusal of the rules, never a misuse of `decide`.
                 prop_assert!(
                     !matches!(error, DecideError::Misuse),
@@ -251,6 +351,11 @@ fn run(steps: &[Step], flow: Option<&ValidFlow>) -> Result<(), TestCaseError> {
             }
         }
         history.check()?;
+        let c = &history.conversation;
+        prop_assert!(
+            c.snooze_end_time.is_none() || c.status == Status::Pending,
+            "only a pending conversation is snoozed"
+        );
     }
     Ok(())
 }
@@ -260,13 +365,26 @@ proptest! {
     fn any_sequence_of_commands_keeps_the_lifecycle_invariants(
         steps in proptest::collection::vec(step(), 0..60)
     ) {
-        run(&steps, None)?;
+        run(&steps, None, &WorkspaceSettings::default())?;
     }
 
     #[test]
     fn any_sequence_of_commands_keeps_the_invariants_while_a_bot_flow_runs(
         steps in proptest::collection::vec(step(), 0..60)
     ) {
-        run(&steps, Some(&flow()))?;
+        run(&steps, Some(&flow()), &WorkspaceSettings::default())?;
+    }
+
+    #[test]
+    fn any_sequence_of_commands_and_timers_keeps_the_invariants_with_auto_close_on(
+        steps in proptest::collection::vec(step(), 0..60)
+    ) {
+        let settings = WorkspaceSettings {
+            auto_close: Some(
+                AutoClose::new(8_000_000, Some(MessageText::parse("Closed for now.").expect("text")))
+                    .expect("auto-close"),
+            ),
+        };
+        run(&steps, Some(&flow()), &settings)?;
     }
 }

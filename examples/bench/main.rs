@@ -47,7 +47,7 @@ use conversations::{
     app::{Caller, admin},
     config::Settings,
     domain::{
-        Command, MessageContent,
+        Audience, Command, MessageContent,
         credentials::Role,
         lifecycle::{AgentAction, Sender},
         values::{AgentId, AgentRef, Channel, ConversationId, DisplayName, MessageText, VisitorId},
@@ -784,6 +784,7 @@ async fn seed(db: &Location, sizes: &Sizes) -> Result<Seeded> {
                         action: AgentAction::MarkPending,
                         agent: agent.clone(),
                         etag: None,
+                        snooze_end_time: None,
                     };
                     let outcome = app.execute(&caller, None, mark).await?;
                     executes.fetch_add(1, Ordering::Relaxed);
@@ -839,6 +840,7 @@ async fn seed(db: &Location, sizes: &Sizes) -> Result<Seeded> {
                         content: MessageContent::Text {
                             text: MessageText::parse("Seeded message: how can we help?")?,
                         },
+                        audience: Audience::Everyone,
                     };
                     let outcome = app.execute(&caller, None, send).await?;
                     executes.fetch_add(1, Ordering::Relaxed);
@@ -1030,6 +1032,7 @@ impl Step {
             sender: Some(PbSender::VisitorId(conv.visitor.clone())),
             content: Some(Content::Text(text.into())),
             request_id: String::new(),
+            ..Default::default()
         };
         match self {
             Self::VisitorMessage => client

@@ -157,6 +157,7 @@ impl Harness {
                             )),
                             content: Some(pb::send_message_request::Content::Text(text.into())),
                             request_id: String::new(),
+                            audience: 0,
                         },
                     )))
                     .expect("seed message");

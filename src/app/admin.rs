@@ -1,11 +1,15 @@
 //! Administration for the command line: workspaces and keys.
 
-use super::{AppError, Caller, now};
+use super::{
+    AppError, Caller, now,
+    settings::{self, SettingsRequest},
+};
 use crate::{
     domain::{
         WorkspaceId,
         credentials::{IssuedKey, Role, check_workspace_name},
         flow::{FlowDefinition, Step},
+        timers::WorkspaceSettings,
     },
     store::{Location, NewKey, Store, StoreError, copy},
 };
@@ -40,6 +44,9 @@ pub enum AdminError {
     /// A flow id that does not exist in the workspace.
     #[error("no flow {0:?} in this workspace; leave flow_id out to create a new flow")]
     NoSuchFlow(String),
+    /// A setting that is not acceptable.
+    #[error("{0}")]
+    InvalidSetting(String),
     /// A copy from a database into itself.
     #[error("--from and --to name the same database ({0})")]
     SameDatabase(String),
@@ -183,6 +190,89 @@ pub async fn create_workspace(store: &Store, name: &str) -> Result<WorkspaceId, 
         .create_workspace(name, now())
         .await?
         .ok_or_else(|| AdminError::WorkspaceExists(name.to_owned()))
+}
+
+/// An idle time as the CLI takes it: `90s`, `30m`, `2h`, `7d`, or `off`
+/// (`None`), in microseconds.
+pub fn parse_idle(text: &str) -> Result<Option<i64>, AdminError> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let bad = || {
+        AdminError::InvalidSetting(format!(
+            "--auto-close-after {text:?}: give a number with s, m, h or d (e.g. 30m), or off"
+        ))
+    };
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    number
+        .checked_mul(seconds_per * 1_000_000)
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+/// Shows a workspace's settings, after changing what is given: the idle
+/// time of auto-close (`Some(None)` turns it off) and its message (empty
+/// for none).
+pub async fn workspace_settings(
+    store: &Store,
+    workspace: &str,
+    idle: Option<Option<i64>>,
+    message: Option<&str>,
+) -> Result<WorkspaceSettings, AdminError> {
+    let workspace_id = store
+        .find_workspace(workspace)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchWorkspace(workspace.to_owned()))?;
+    let current = settings::get(store, workspace_id).await?;
+    if idle.is_none() && message.is_none() {
+        return Ok(current);
+    }
+    let current_auto = current.auto_close.as_ref();
+    let after = match idle {
+        Some(after) => after,
+        None => current_auto.map(|a| a.after_micros),
+    };
+    let request = SettingsRequest {
+        auto_close: match after {
+            Some(after) => Some((
+                after,
+                match message {
+                    Some(text) => text.to_owned(),
+                    None => current_auto
+                        .and_then(|a| a.message.as_ref())
+                        .map(|m| m.as_str().to_owned())
+                        .unwrap_or_default(),
+                },
+            )),
+            None if message.is_some_and(|m| !m.is_empty()) => {
+                return Err(AdminError::InvalidSetting(
+                    "--auto-close-message needs auto-close on: give --auto-close-after too".into(),
+                ));
+            }
+            None => None,
+        },
+    };
+    let next = settings::parse(&request).map_err(|e| match e {
+        AppError::InvalidArgument(violations) => AdminError::InvalidSetting(
+            violations
+                .iter()
+                .map(|v| format!("{} {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        other => AdminError::from(other),
+    })?;
+    settings::update(store, workspace_id, &next).await?;
+    Ok(next)
 }
 
 /// Makes a key for a workspace; the returned token is the only copy.

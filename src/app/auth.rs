@@ -201,7 +201,7 @@ impl Caller {
         match self.role {
             Role::Agent | Role::Visitor => Ok(()),
             Role::Admin => Err(AppError::PermissionDenied(
-                "admin keys manage flows; use an agent or visitor key for conversations",
+                "admin keys manage flows and workspace settings; use an agent or visitor key for conversations",
             )),
         }
     }
@@ -211,7 +211,7 @@ impl Caller {
         match self.role {
             Role::Admin => Ok(()),
             Role::Agent | Role::Visitor => Err(AppError::PermissionDenied(
-                "only admin keys manage flows (conversations key create --role admin)",
+                "only admin keys manage flows and workspace settings (conversations key create --role admin)",
             )),
         }
     }

@@ -10,6 +10,8 @@ pub mod flows;
 pub mod limits;
 pub mod mutations;
 pub mod queries;
+pub mod settings;
+pub mod timers;
 
 use crate::{
     domain::DecideError,
@@ -132,6 +134,7 @@ pub struct App {
     keys: auth::KeyCache,
     limits: Limits,
     checkpointer: std::sync::Arc<tokio::task::JoinHandle<()>>,
+    timers: timers::TimerTask,
 }
 
 impl App {
@@ -155,6 +158,7 @@ impl App {
             keys,
             limits: Limits::new(limits),
             checkpointer,
+            timers: timers::TimerTask::default(),
         })
     }
 
@@ -182,6 +186,7 @@ impl App {
     /// Finishes the writes queued, then stops the writer, the key watch and
     /// the checkpoints. Call it once no more calls come in.
     pub async fn stop(&self) {
+        self.stop_timers();
         self.writer.stop().await;
         self.keys.stop();
         self.checkpointer.abort();

@@ -31,12 +31,19 @@ fn method(command: &Command) -> &'static str {
             lifecycle::AgentAction::Reopen => "ReopenConversation",
         },
         Command::Restart { .. } => "RestartConversation",
+        Command::Assign { .. } => "AssignConversation",
+        Command::Fire { .. } => "Timer",
     }
 }
 
 /// Refuses what the caller's role may not do.
 fn authorize(caller: &Caller, command: &Command) -> Result<(), AppError> {
     caller.require_conversation_access()?;
+    if let Command::Fire { .. } = command {
+        return Err(AppError::PermissionDenied(
+            "timers are the server's own; no key fires them",
+        ));
+    }
     if caller.role == Role::Agent {
         return Ok(());
     }
@@ -52,6 +59,12 @@ fn authorize(caller: &Caller, command: &Command) -> Result<(), AppError> {
         )),
         Command::ChangeStatus { .. } => Err(AppError::PermissionDenied(
             "only agent keys can close, mark pending or reopen a conversation",
+        )),
+        Command::Assign { .. } => Err(AppError::PermissionDenied(
+            "only agent keys can assign a conversation",
+        )),
+        Command::Fire { .. } => Err(AppError::PermissionDenied(
+            "timers are the server's own; no key fires them",
         )),
         Command::Start { agent: None, .. }
         | Command::SendMessage {

@@ -13,7 +13,7 @@ use crate::{
         credentials::Role,
         values::{ConversationId, VisitorId},
     },
-    store::{ListCursor, ListFilter},
+    store::{AssigneeFilter, ListCursor, ListFilter},
 };
 
 /// Page size when the request gives none.
@@ -28,8 +28,12 @@ pub struct ConversationPage {
     pub conversations: Vec<Conversation>,
     /// The token of the next page; `None` on the last.
     pub next_page_token: Option<String>,
-    /// Conversations of the workspace per status, in [`Status::ALL`] order.
+    /// Conversations of the workspace per status, in [`Status::ALL`] order
+    /// (for a visitor key: of that visitor).
     pub status_counts: [i64; 3],
+    /// With an assignee, unassigned or visitor filter: the conversations
+    /// it selects per status, whatever the statuses filter says.
+    pub filtered_status_counts: Option<[i64; 3]>,
     /// The event feed head the snapshot reflects.
     pub as_of_sequence: i64,
 }
@@ -87,13 +91,16 @@ fn filter_hash(workspace: WorkspaceId, filter: &ListFilter) -> String {
         .chain_update(b"|s:")
         .chain_update(statuses.join(",").as_bytes())
         .chain_update(b"|a:")
-        .chain_update(
-            filter
-                .assignee_agent_id
-                .as_ref()
-                .map_or("", |a| a.as_str())
-                .as_bytes(),
-        )
+        .chain_update(match &filter.assignee {
+            AssigneeFilter::Agent(agent_id) => agent_id.as_str().as_bytes(),
+            AssigneeFilter::Any | AssigneeFilter::Unassigned => b"",
+        })
+        // Only when set, so that the tokens of the other filters stay as
+        // they were issued before it existed.
+        .chain_update(match filter.assignee {
+            AssigneeFilter::Unassigned => b"|u".as_slice(),
+            AssigneeFilter::Any | AssigneeFilter::Agent(_) => b"",
+        })
         .chain_update(b"|v:")
         .chain_update(
             filter
@@ -169,7 +176,9 @@ impl App {
             .ok_or_else(|| AppError::NotFound(id.as_str().to_owned()))
     }
 
-    /// A page of the workspace's conversations, newest update first.
+    /// A page of the workspace's conversations, newest update first. A
+    /// visitor key lists the conversations of the visitor it names, and
+    /// their counts only.
     pub async fn list_conversations(
         &self,
         caller: &Caller,
@@ -177,7 +186,7 @@ impl App {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<ConversationPage, AppError> {
-        caller.require_agent("only agent keys can list conversations")?;
+        Self::require_visitor_for_visitor_keys(caller, filter.visitor_id.as_ref())?;
         let hash = filter_hash(caller.workspace_id, &filter);
         let cursor = match page_token {
             Some(token) => {
@@ -194,7 +203,7 @@ impl App {
         };
         let limit = page_limit(page_size);
         // One read transaction: the page, the counts and the head agree.
-        let (mut page, tally) = self
+        let rows = self
             .store
             .conversation_page(
                 caller.workspace_id,
@@ -203,6 +212,7 @@ impl App {
                 i64::from(limit) + 1,
             )
             .await?;
+        let mut page = rows.conversations;
         let next_page_token = next_page(&mut page, limit, |last| {
             encode(&ConversationToken {
                 u: last.update_time.0,
@@ -210,11 +220,17 @@ impl App {
                 f: hash,
             })
         });
+        let status_counts = match (caller.role, rows.scoped_counts) {
+            (Role::Agent, _) => rows.tally.counts,
+            // A visitor's filter always names the visitor.
+            (_, counts) => counts.unwrap_or_default(),
+        };
         Ok(ConversationPage {
             conversations: page,
             next_page_token,
-            status_counts: tally.counts,
-            as_of_sequence: tally.event_head,
+            status_counts,
+            filtered_status_counts: rows.scoped_counts,
+            as_of_sequence: rows.tally.event_head,
         })
     }
 

@@ -23,7 +23,9 @@ pub struct Conversation {
     pub visitor_id: VisitorId,
     /// The current status.
     pub status: Status,
-    /// The agent who started it or last acted on it.
+    /// The agent who owns it: the one who started it, the one it was
+    /// assigned to, or the first agent who replied to it unassigned. Status
+    /// changes leave it as it is.
     pub assignee: Option<AgentRef>,
     /// When it started.
     pub create_time: Micros,
@@ -42,6 +44,10 @@ pub struct Conversation {
     /// The conversation's flow run, when it runs one.
     #[serde(default)]
     pub flow: Option<FlowRun>,
+    /// When a snoozed PENDING conversation goes back to OPEN by itself; set
+    /// only while snoozed.
+    #[serde(default)]
+    pub snooze_end_time: Option<Micros>,
 }
 
 impl Conversation {

@@ -13,7 +13,7 @@
 //!   fix. On success it returns a [`ValidFlow`], whose steps hold the
 //!   validated value types of [`super::values`] and [`super::message`]; only
 //!   `validate` makes one, so the engine never re-checks anything.
-//! - **Engine** ([`start`], [`on_visitor_message`], [`on_agent_message`],
+//! - **Engine** ([`start`], [`on_visitor_message`], [`on_agent_action`],
 //!   [`restart`]): given the [`ValidFlow`] and a [`FlowRun`] (the state one
 //!   conversation keeps), returns the next run state and the [`BotOutput`]s
 //!   to write. It knows nothing about messages ids, positions or events: the
@@ -755,10 +755,11 @@ pub fn on_visitor_message(
     advance(flow, next, run.step + 1)
 }
 
-/// An agent wrote: they take the conversation over, so an active run stops
+/// An agent acted (wrote to the visitor, marked it pending, closed it,
+/// reopened it): they take the conversation over, so an active run stops
 /// where it is and the bot posts nothing more. A run that already finished
 /// keeps its status, so the record still says how the flow ended.
-pub fn on_agent_message(run: &FlowRun) -> FlowRun {
+pub fn on_agent_action(run: &FlowRun) -> FlowRun {
     let mut next = run.clone();
     if run.status.is_active() {
         next.status = RunStatus::Stopped;
@@ -1328,7 +1329,7 @@ mod tests {
     fn an_agent_message_stops_the_flow_and_later_visitor_messages_do_nothing() {
         let flow = sales_flow();
         let (run, _) = start(&flow, "f", 1);
-        let stopped = on_agent_message(&run);
+        let stopped = on_agent_action(&run);
         assert_eq!(stopped.status, RunStatus::Stopped);
         assert_eq!(stopped.step, 1);
         let (after, outputs) = on_visitor_message(&stopped, &flow, "Dana");
@@ -1346,7 +1347,7 @@ mod tests {
         assert_eq!(after, run);
         assert!(outputs.is_empty());
         // The record still says the flow handed over.
-        assert_eq!(on_agent_message(&run).status, RunStatus::HandedOff);
+        assert_eq!(on_agent_action(&run).status, RunStatus::HandedOff);
     }
 
     #[test]

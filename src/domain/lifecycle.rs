@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::conversation::{Conversation, Status, WorkspaceId};
 use super::flow::{self, BotOutput, FlowRun, ValidFlow};
 use super::message::{Audience, Author, Message, MessageContent, Transactional, TransactionalKind};
+use super::timers::{self, Due, WorkspaceSettings};
 use super::values::{AgentRef, ConversationId, Label, MessageId, Micros, VisitorId};
 
 /// Something a caller can do to a conversation (other than writing in it).
@@ -25,8 +26,10 @@ pub enum Action {
     Restart,
     /// The visitor writes.
     VisitorMessage,
-    /// An agent writes.
+    /// An agent writes to the visitor.
     AgentMessage,
+    /// An agent writes a note only agents see.
+    AgentNote,
 }
 
 /// Why a change is not allowed in the current status. Each has a stable
@@ -54,6 +57,14 @@ pub enum Refusal {
     /// Restart on a conversation that is not closed.
     #[error("only a closed conversation can be restarted; this one is {0}")]
     NotClosed(&'static str),
+    /// An assignment to the agent the conversation is assigned to already
+    /// (or an unassignment of an unassigned one).
+    #[error("the conversation is already assigned that way")]
+    AssigneeUnchanged,
+    /// A timer fired on a conversation that nothing is due on any more: it
+    /// changed since the timer was read (a reply, an agent's action).
+    #[error("nothing is due on the conversation")]
+    NothingDue,
 }
 
 impl Refusal {
@@ -67,6 +78,8 @@ impl Refusal {
             Self::AlreadyPending => "CONVERSATION_ALREADY_PENDING",
             Self::AlreadyOpen => "CONVERSATION_ALREADY_OPEN",
             Self::NotClosed(_) => "CONVERSATION_NOT_CLOSED",
+            Self::AssigneeUnchanged => "ASSIGNEE_UNCHANGED",
+            Self::NothingDue => "NOTHING_DUE",
         }
     }
 }
@@ -96,6 +109,10 @@ pub fn next_status(from: Status, action: Action) -> Result<Status, Refusal> {
         (Open, AgentMessage) => Ok(Open),
         (Pending, AgentMessage) => Ok(Pending),
         (Closed, AgentMessage) => Err(Refusal::ClosedToAgent),
+
+        // A note changes nothing the visitor sees, so it is welcome in any
+        // status, a closed conversation's included.
+        (status, AgentNote) => Ok(status),
     }
 }
 
@@ -132,6 +149,9 @@ pub enum Command {
         sender: Sender,
         /// What; never transactional.
         content: MessageContent,
+        /// Who may read it: an agent's note is for agents only; a visitor's
+        /// message is always for everyone.
+        audience: Audience,
     },
     /// Close, mark pending or reopen (an agent's status change).
     ChangeStatus {
@@ -143,6 +163,27 @@ pub enum Command {
         agent: AgentRef,
         /// Apply only at this etag.
         etag: Option<String>,
+        /// For MarkPending: snooze until then, when the conversation goes
+        /// back to OPEN by itself.
+        #[serde(default)]
+        snooze_end_time: Option<Micros>,
+    },
+    /// An agent gives the conversation to an agent, or to nobody.
+    Assign {
+        /// Which conversation.
+        conversation_id: ConversationId,
+        /// Who assigns.
+        agent: AgentRef,
+        /// To whom; `None` unassigns.
+        assignee: Option<AgentRef>,
+        /// Apply only at this etag.
+        etag: Option<String>,
+    },
+    /// The server's timer: whatever is due on the conversation now (its
+    /// snooze ends, or it closes for inactivity), or nothing.
+    Fire {
+        /// Which conversation.
+        conversation_id: ConversationId,
     },
     /// The visitor restarts a closed conversation.
     Restart {
@@ -194,6 +235,10 @@ impl Command {
             | Self::ChangeStatus {
                 conversation_id, ..
             }
+            | Self::Assign {
+                conversation_id, ..
+            }
+            | Self::Fire { conversation_id }
             | Self::Restart {
                 conversation_id, ..
             } => Some(conversation_id),
@@ -212,7 +257,9 @@ impl Command {
                 sender: Sender::Agent(_),
                 ..
             }
-            | Self::ChangeStatus { .. } => None,
+            | Self::ChangeStatus { .. }
+            | Self::Assign { .. }
+            | Self::Fire { .. } => None,
         }
     }
 
@@ -224,12 +271,14 @@ impl Command {
                 sender: Sender::Agent(agent),
                 ..
             }
-            | Self::ChangeStatus { agent, .. } => Some(agent),
+            | Self::ChangeStatus { agent, .. }
+            | Self::Assign { agent, .. } => Some(agent),
             Self::SendMessage {
                 sender: Sender::Visitor(_),
                 ..
             }
-            | Self::Restart { .. } => None,
+            | Self::Restart { .. }
+            | Self::Fire { .. } => None,
         }
     }
 }
@@ -287,6 +336,17 @@ pub enum EventPayload {
         /// The message.
         message: Message,
     },
+    /// The assignee changed.
+    ConversationAssigned {
+        /// The assignee before; `None` when unassigned.
+        from: Option<AgentRef>,
+        /// The assignee after; `None` when unassigned.
+        to: Option<AgentRef>,
+        /// Who changed it.
+        actor: Author,
+        /// The conversation after the change.
+        conversation: Conversation,
+    },
 }
 
 /// The kinds of event, for filters.
@@ -298,6 +358,8 @@ pub enum EventKind {
     StatusChanged,
     /// A message was written.
     MessagePosted,
+    /// The assignee changed.
+    ConversationAssigned,
 }
 
 impl EventKind {
@@ -307,6 +369,7 @@ impl EventKind {
             Self::ConversationStarted => "conversation_started",
             Self::StatusChanged => "status_changed",
             Self::MessagePosted => "message_posted",
+            Self::ConversationAssigned => "conversation_assigned",
         }
     }
 }
@@ -336,6 +399,7 @@ impl EventPayload {
             Self::ConversationStarted { .. } => EventKind::ConversationStarted,
             Self::StatusChanged { .. } => EventKind::StatusChanged,
             Self::MessagePosted { .. } => EventKind::MessagePosted,
+            Self::ConversationAssigned { .. } => EventKind::ConversationAssigned,
         }
     }
 
@@ -344,10 +408,12 @@ impl EventPayload {
         self.event_kind().as_str()
     }
 
-    /// Who may see the event: a message's audience; everyone for the rest.
+    /// Who may see the event: a message's audience; agents for an
+    /// assignment; everyone for the rest.
     pub fn audience(&self) -> Audience {
         match self {
             Self::MessagePosted { message } => message.audience,
+            Self::ConversationAssigned { .. } => Audience::Agents,
             Self::ConversationStarted { .. } | Self::StatusChanged { .. } => Audience::Everyone,
         }
     }
@@ -420,17 +486,32 @@ pub struct FlowRef<'a> {
     pub flow: &'a ValidFlow,
 }
 
-/// Applies `command` to `current` (None for a start) at `now`. `flow` is the
-/// flow to start (for a start) or the one the conversation runs (for a
+/// What a command is decided in: the workspace, its settings, and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The workspace the command acts in.
+    pub workspace_id: WorkspaceId,
+    /// Its settings.
+    pub settings: &'a WorkspaceSettings,
+    /// Now.
+    pub now: Micros,
+}
+
+/// Applies `command` to `current` (None for a start) in `context`. `flow` is
+/// the flow to start (for a start) or the one the conversation runs (for a
 /// visitor's message or a restart); the caller loads it.
 pub fn decide(
     command: &Command,
-    workspace_id: WorkspaceId,
+    context: Context<'_>,
     current: Option<&Conversation>,
     flow: Option<FlowRef<'_>>,
-    now: Micros,
     ids: &mut dyn IdSource,
 ) -> Result<Change, DecideError> {
+    let Context {
+        workspace_id,
+        settings,
+        now,
+    } = context;
     match (command, current) {
         (
             Command::Start {
@@ -452,6 +533,7 @@ pub fn decide(
                 message_count: 0,
                 everyone_message_count: 0,
                 flow: None,
+                snooze_end_time: None,
             };
             let mut change = Builder::new(&blank, now, ids);
             change.started();
@@ -465,13 +547,22 @@ pub fn decide(
         }
         (
             Command::SendMessage {
-                sender, content, ..
+                sender,
+                content,
+                audience,
+                ..
             },
             Some(current),
         ) => {
-            let (action, author) = match sender {
-                Sender::Agent(agent) => (Action::AgentMessage, Author::Agent(agent.clone())),
-                Sender::Visitor(visitor_id) => {
+            let (action, author) = match (sender, audience) {
+                (Sender::Agent(agent), Audience::Agents) => {
+                    (Action::AgentNote, Author::Agent(agent.clone()))
+                }
+                (Sender::Agent(agent), Audience::Everyone) => {
+                    (Action::AgentMessage, Author::Agent(agent.clone()))
+                }
+                (Sender::Visitor(_), Audience::Agents) => return Err(DecideError::Misuse),
+                (Sender::Visitor(visitor_id), Audience::Everyone) => {
                     check_visitor(current, visitor_id)?;
                     (
                         Action::VisitorMessage,
@@ -483,22 +574,22 @@ pub fn decide(
             };
             let to = next_status(current.status, action)?;
             let mut change = Builder::new(current, now, ids);
-            let sent = change.post(
-                author.clone(),
-                Audience::Everyone,
-                content.clone(),
-                Vec::new(),
-            );
+            let sent = change.post(author.clone(), *audience, content.clone(), Vec::new());
             if to != current.status {
-                // Only a visitor reply on PENDING moves the status here.
+                // Only a visitor reply on PENDING moves the status here (and
+                // ends its snooze, if it was snoozed).
                 change.change_status(to, author, TransactionalKind::ReopenedByVisitorReply);
             }
             match sender {
+                // A note is between agents: the bot, the assignee and the
+                // visitor's view stay as they are.
+                Sender::Agent(_) if action == Action::AgentNote => {}
                 Sender::Agent(agent) => {
-                    change.conversation.assignee = Some(agent.clone());
-                    // An agent writing takes the conversation over from the bot.
-                    if let Some(run) = &current.flow {
-                        change.conversation.flow = Some(flow::on_agent_message(run));
+                    // An agent writing takes the conversation over from the
+                    // bot, and the first to reply to an unassigned one owns it.
+                    change.stop_flow();
+                    if current.assignee.is_none() {
+                        change.assign(Author::Agent(agent.clone()), Some(agent.clone()));
                     }
                 }
                 Sender::Visitor(_) => {
@@ -520,27 +611,87 @@ pub fn decide(
                 action,
                 agent,
                 etag,
+                snooze_end_time,
                 ..
             },
             Some(current),
         ) => {
-            if let Some(given) = etag {
-                let now_etag = current.etag();
-                if *given != now_etag {
-                    return Err(DecideError::EtagMismatch {
-                        given: given.clone(),
-                        current: now_etag,
-                    });
-                }
-            }
+            check_etag(current, etag.as_deref())?;
             let to = next_status(current.status, action.action())?;
             let mut change = Builder::new(current, now, ids);
-            change.conversation.assignee = Some(agent.clone());
-            change.change_status(
-                to,
-                Author::Agent(agent.clone()),
-                action.transactional_kind(),
+            let actor = Author::Agent(agent.clone());
+            // Any agent action takes the conversation over from the bot; an
+            // agent's reopen does not start it again (a visitor's restart
+            // does). The assignee stays who it was.
+            change.stop_flow();
+            match (action, snooze_end_time) {
+                (AgentAction::MarkPending, Some(until)) => {
+                    let note = Transactional::snoozed(current.status, actor.clone(), *until);
+                    change.change_status_saying(to, actor, note);
+                    change.conversation.snooze_end_time = Some(*until);
+                }
+                _ => change.change_status(to, actor, action.transactional_kind()),
+            }
+            Ok(change.finish())
+        }
+        (
+            Command::Assign {
+                agent,
+                assignee,
+                etag,
+                ..
+            },
+            Some(current),
+        ) => {
+            check_etag(current, etag.as_deref())?;
+            let same = match (&current.assignee, assignee) {
+                (Some(now), Some(to)) => now.agent_id == to.agent_id,
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return Err(Refusal::AssigneeUnchanged.into());
+            }
+            let mut change = Builder::new(current, now, ids);
+            let actor = Author::Agent(agent.clone());
+            let note = Transactional::assigned(
+                current.status,
+                actor.clone(),
+                current.assignee.as_ref(),
+                assignee.as_ref(),
             );
+            change.assign(actor, assignee.clone());
+            change.post(
+                Author::System,
+                TransactionalKind::Assigned.audience(),
+                MessageContent::Transactional(note),
+                Vec::new(),
+            );
+            Ok(change.finish())
+        }
+        (Command::Fire { .. }, Some(current)) => {
+            let due = timers::due_now(current, settings, now).ok_or(Refusal::NothingDue)?;
+            let mut change = Builder::new(current, now, ids);
+            match (due, &settings.auto_close) {
+                (Due::SnoozeEnded, _) => change.change_status(
+                    Status::Open,
+                    Author::System,
+                    TransactionalKind::SnoozeEnded,
+                ),
+                (Due::AutoClose, Some(auto)) => {
+                    if let Some(text) = &auto.message {
+                        change.post(
+                            Author::System,
+                            Audience::Everyone,
+                            MessageContent::Text { text: text.clone() },
+                            Vec::new(),
+                        );
+                    }
+                    let note = Transactional::auto_closed(current.status, auto.after_micros);
+                    change.change_status_saying(Status::Closed, Author::System, note);
+                }
+                (Due::AutoClose, None) => return Err(Refusal::NothingDue.into()),
+            }
             Ok(change.finish())
         }
         (Command::Restart { visitor_id, .. }, Some(current)) => {
@@ -561,9 +712,23 @@ pub fn decide(
         }
         (Command::Start { .. }, Some(_))
         | (
-            Command::SendMessage { .. } | Command::ChangeStatus { .. } | Command::Restart { .. },
+            Command::SendMessage { .. }
+            | Command::ChangeStatus { .. }
+            | Command::Assign { .. }
+            | Command::Fire { .. }
+            | Command::Restart { .. },
             None,
         ) => Err(DecideError::Misuse),
+    }
+}
+
+fn check_etag(current: &Conversation, given: Option<&str>) -> Result<(), DecideError> {
+    match given {
+        Some(given) if given != current.etag() => Err(DecideError::EtagMismatch {
+            given: given.to_owned(),
+            current: current.etag(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -634,10 +799,18 @@ impl<'a> Builder<'a> {
     }
 
     fn change_status(&mut self, to: Status, actor: Author, kind: TransactionalKind) {
+        let note = Transactional::new(kind, self.conversation.status, to, actor.clone());
+        self.change_status_saying(to, actor, note);
+    }
+
+    /// Moves the status and writes `note` into the thread. Every status
+    /// change ends a snooze.
+    fn change_status_saying(&mut self, to: Status, actor: Author, note: Transactional) {
         let from = self.conversation.status;
         self.conversation.status = to;
         self.conversation.status_change_time = self.now;
         self.conversation.close_time = (to == Status::Closed).then_some(self.now);
+        self.conversation.snooze_end_time = None;
         // The event's snapshot is filled in by `finish`, once every write of
         // the mutation is counted.
         self.events.push(NewEvent {
@@ -650,13 +823,37 @@ impl<'a> Builder<'a> {
                 conversation: self.conversation.clone(),
             },
         });
-        let transactional = Transactional::new(kind, from, to, actor);
+        let audience = note.kind.audience();
         self.post(
             Author::System,
-            kind.audience(),
-            MessageContent::Transactional(transactional),
+            audience,
+            MessageContent::Transactional(note),
             Vec::new(),
         );
+    }
+
+    /// An agent acted: an active flow run stops where it is.
+    fn stop_flow(&mut self) {
+        if let Some(run) = &self.conversation.flow {
+            self.conversation.flow = Some(flow::on_agent_action(run));
+        }
+    }
+
+    /// Gives the conversation to `to` (or nobody), with its event (its
+    /// snapshot is filled in by `finish`).
+    fn assign(&mut self, actor: Author, to: Option<AgentRef>) {
+        let from = self.conversation.assignee.take();
+        self.conversation.assignee = to.clone();
+        self.events.push(NewEvent {
+            event_id: self.ids.event_id(),
+            create_time: self.now,
+            payload: EventPayload::ConversationAssigned {
+                from,
+                to,
+                actor,
+                conversation: self.conversation.clone(),
+            },
+        });
     }
 
     /// Records the start of a new conversation (its snapshot is filled in by
@@ -700,6 +897,7 @@ impl<'a> Builder<'a> {
         for event in &mut self.events {
             match &mut event.payload {
                 EventPayload::StatusChanged { conversation, .. }
+                | EventPayload::ConversationAssigned { conversation, .. }
                 | EventPayload::ConversationStarted { conversation } => {
                     *conversation = self.conversation.clone();
                 }
@@ -745,6 +943,16 @@ mod tests {
         }
     }
 
+    const NO_SETTINGS: WorkspaceSettings = WorkspaceSettings { auto_close: None };
+
+    fn context(now: i64) -> Context<'static> {
+        Context {
+            workspace_id: WorkspaceId(1),
+            settings: &NO_SETTINGS,
+            now: Micros(now),
+        }
+    }
+
     fn visitor() -> VisitorId {
         VisitorId::parse("v-1").unwrap()
     }
@@ -755,16 +963,9 @@ mod tests {
             agent: None,
             flow_id: None,
         };
-        let mut c = decide(
-            &start,
-            WorkspaceId(1),
-            None,
-            None,
-            Micros(10),
-            &mut Counter(0),
-        )
-        .unwrap()
-        .conversation;
+        let mut c = decide(&start, context(10), None, None, &mut Counter(0))
+            .unwrap()
+            .conversation;
         c.status = status;
         c
     }
@@ -773,7 +974,7 @@ mod tests {
     fn the_status_table_holds_in_every_cell() {
         use Action::*;
         use Status::*;
-        let table: [(Status, Action, Option<Status>); 18] = [
+        let table: [(Status, Action, Option<Status>); 21] = [
             (Open, Close, Some(Closed)),
             (Open, MarkPending, Some(Pending)),
             (Open, Reopen, None),
@@ -792,6 +993,9 @@ mod tests {
             (Closed, Restart, Some(Open)),
             (Closed, VisitorMessage, None),
             (Closed, AgentMessage, None),
+            (Open, AgentNote, Some(Open)),
+            (Pending, AgentNote, Some(Pending)),
+            (Closed, AgentNote, Some(Closed)),
         ];
         for (from, action, expected) in table {
             assert_eq!(
@@ -815,13 +1019,13 @@ mod tests {
             content: MessageContent::Text {
                 text: MessageText::parse("still there?").unwrap(),
             },
+            audience: Audience::Everyone,
         };
         let change = decide(
             &command,
-            WorkspaceId(1),
+            context(20),
             Some(&current),
             None,
-            Micros(20),
             &mut Counter(100),
         )
         .unwrap();
@@ -852,16 +1056,9 @@ mod tests {
             action: AgentAction::Close,
             agent: agent(),
             etag: Some("stale".into()),
+            snooze_end_time: None,
         };
-        let err = decide(
-            &command,
-            WorkspaceId(1),
-            Some(&current),
-            None,
-            Micros(20),
-            &mut Counter(0),
-        )
-        .unwrap_err();
+        let err = decide(&command, context(20), Some(&current), None, &mut Counter(0)).unwrap_err();
         assert!(matches!(err, DecideError::EtagMismatch { .. }));
     }
 
@@ -873,17 +1070,11 @@ mod tests {
             action: AgentAction::Close,
             agent: agent(),
             etag: Some(current.etag()),
+            snooze_end_time: None,
         };
-        let closed = decide(
-            &close,
-            WorkspaceId(1),
-            Some(&current),
-            None,
-            Micros(20),
-            &mut Counter(0),
-        )
-        .unwrap()
-        .conversation;
+        let closed = decide(&close, context(20), Some(&current), None, &mut Counter(0))
+            .unwrap()
+            .conversation;
         assert_eq!(closed.close_time, Some(Micros(20)));
         assert!(closed.restart_available());
         assert_ne!(closed.etag(), current.etag());
@@ -892,16 +1083,9 @@ mod tests {
             action: AgentAction::Reopen,
             agent: agent(),
             etag: None,
+            snooze_end_time: None,
         };
-        let reopened = decide(
-            &reopen,
-            WorkspaceId(1),
-            Some(&closed),
-            None,
-            Micros(30),
-            &mut Counter(50),
-        )
-        .unwrap();
+        let reopened = decide(&reopen, context(30), Some(&closed), None, &mut Counter(50)).unwrap();
         assert_eq!(reopened.conversation.close_time, None);
         assert_eq!(reopened.messages[0].audience, Audience::Everyone);
     }
@@ -913,15 +1097,7 @@ mod tests {
             conversation_id: current.id.clone(),
             visitor_id: VisitorId::parse("someone-else").unwrap(),
         };
-        let err = decide(
-            &command,
-            WorkspaceId(1),
-            Some(&current),
-            None,
-            Micros(20),
-            &mut Counter(0),
-        )
-        .unwrap_err();
+        let err = decide(&command, context(20), Some(&current), None, &mut Counter(0)).unwrap_err();
         assert!(matches!(err, DecideError::VisitorMismatch { .. }));
     }
 }

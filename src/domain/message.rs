@@ -91,6 +91,12 @@ pub enum TransactionalKind {
     ReopenedByVisitorReply,
     /// The flow handed the visitor over to the agents.
     FlowHandoff,
+    /// An agent assigned the conversation, or unassigned it.
+    Assigned,
+    /// A snooze ended, so the conversation went back to open.
+    SnoozeEnded,
+    /// The workspace's auto-close closed the idle conversation.
+    AutoClosed,
 }
 
 impl TransactionalKind {
@@ -103,7 +109,10 @@ impl TransactionalKind {
             | Self::MarkedPending
             | Self::Restarted
             | Self::ReopenedByVisitorReply
-            | Self::FlowHandoff => Audience::Agents,
+            | Self::FlowHandoff
+            | Self::Assigned
+            | Self::SnoozeEnded
+            | Self::AutoClosed => Audience::Agents,
         }
     }
 }
@@ -136,6 +145,71 @@ impl Transactional {
         }
     }
 
+    /// The note that an agent assigned the conversation (to `to`, or to
+    /// nobody) while it was `status`.
+    pub fn assigned(
+        status: Status,
+        actor: Author,
+        from: Option<&AgentRef>,
+        to: Option<&AgentRef>,
+    ) -> Self {
+        let who = spoken(&actor);
+        let from_channel = channel_suffix(&actor, Audience::Agents);
+        let text = match (from, to) {
+            (_, Some(to)) if Some(to.agent_id.as_str()) == actor_agent_id(&actor) => {
+                format!("{who} assigned the conversation to themselves{from_channel}.")
+            }
+            (_, Some(to)) => format!(
+                "{who} assigned the conversation to {}{from_channel}.",
+                to.shown_name()
+            ),
+            (Some(from), None) => format!(
+                "{who} unassigned {} from the conversation{from_channel}.",
+                from.shown_name()
+            ),
+            (None, None) => format!("{who} unassigned the conversation{from_channel}."),
+        };
+        Self {
+            kind: TransactionalKind::Assigned,
+            from_status: status,
+            to_status: status,
+            actor,
+            text,
+        }
+    }
+
+    /// An agent's mark-pending that snoozes until `until`.
+    pub fn snoozed(from_status: Status, actor: Author, until: Micros) -> Self {
+        let text = format!(
+            "{} snoozed the conversation until {}{}.",
+            spoken(&actor),
+            super::timers::spoken_time(until),
+            channel_suffix(&actor, Audience::Agents)
+        );
+        Self {
+            kind: TransactionalKind::MarkedPending,
+            from_status,
+            to_status: Status::Pending,
+            actor,
+            text,
+        }
+    }
+
+    /// The workspace's auto-close closed the conversation after `idle_micros`
+    /// without a message.
+    pub fn auto_closed(from_status: Status, idle_micros: i64) -> Self {
+        Self {
+            kind: TransactionalKind::AutoClosed,
+            from_status,
+            to_status: Status::Closed,
+            actor: Author::System,
+            text: format!(
+                "The conversation was closed after {} without activity.",
+                super::timers::spoken_duration(idle_micros)
+            ),
+        }
+    }
+
     /// Records a change and renders its sentence.
     pub fn new(
         kind: TransactionalKind,
@@ -154,21 +228,38 @@ impl Transactional {
     }
 }
 
-fn render(kind: TransactionalKind, from: Status, to: Status, actor: &Author) -> String {
-    let who = match actor {
+/// Who made a change, as a sentence starts.
+fn spoken(actor: &Author) -> String {
+    match actor {
         Author::Agent(agent) => agent.shown_name().to_owned(),
         Author::Visitor { .. } => "The visitor".to_owned(),
         Author::Bot => "The bot".to_owned(),
         Author::System => "The system".to_owned(),
-    };
-    // Agent-only sentences say which channel the agent acted from; the one the
-    // visitor also sees does not, since Slack or Teams means nothing to them.
-    let from_channel = match actor.channel().label() {
-        Some(label) if kind.audience() == Audience::Agents && matches!(actor, Author::Agent(_)) => {
+    }
+}
+
+fn actor_agent_id(actor: &Author) -> Option<&str> {
+    match actor {
+        Author::Agent(agent) => Some(agent.agent_id.as_str()),
+        Author::Visitor { .. } | Author::Bot | Author::System => None,
+    }
+}
+
+/// " from Slack": agent-only sentences say which channel the agent acted
+/// from; those the visitor also sees do not, since Slack or Teams means
+/// nothing to them.
+fn channel_suffix(actor: &Author, audience: Audience) -> String {
+    match actor.channel().label() {
+        Some(label) if audience == Audience::Agents && matches!(actor, Author::Agent(_)) => {
             format!(" from {label}")
         }
         _ => String::new(),
-    };
+    }
+}
+
+fn render(kind: TransactionalKind, from: Status, to: Status, actor: &Author) -> String {
+    let who = spoken(actor);
+    let from_channel = channel_suffix(actor, kind.audience());
     match kind {
         TransactionalKind::Closed => format!("{who} closed the conversation{from_channel}."),
         TransactionalKind::MarkedPending => {
@@ -182,6 +273,13 @@ fn render(kind: TransactionalKind, from: Status, to: Status, actor: &Author) -> 
             to.label()
         ),
         TransactionalKind::FlowHandoff => "The visitor is waiting for an agent.".to_owned(),
+        TransactionalKind::Assigned => format!("{who} changed the assignee{from_channel}."),
+        TransactionalKind::SnoozeEnded => format!(
+            "The snooze ended, so the conversation moved from {} to {}.",
+            from.label(),
+            to.label()
+        ),
+        TransactionalKind::AutoClosed => "The conversation was closed for inactivity.".to_owned(),
     }
 }
 
@@ -292,6 +390,47 @@ mod tests {
         );
         assert_eq!(t.text, "Dana reopened the conversation.");
         assert_eq!(TransactionalKind::Reopened.audience(), Audience::Everyone);
+    }
+
+    #[test]
+    fn assignment_sentences_name_both_agents() {
+        let sam = AgentRef {
+            agent_id: AgentId::parse("agent-sam").unwrap(),
+            display_name: DisplayName::parse("Sam").unwrap(),
+            channel: Channel::Inbox,
+        };
+        let t = Transactional::assigned(Status::Open, dana(Channel::Slack), None, Some(&sam));
+        assert_eq!(t.text, "Dana assigned the conversation to Sam from Slack.");
+        assert_eq!(t.kind.audience(), Audience::Agents);
+        let t = Transactional::assigned(Status::Open, dana(Channel::Unspecified), Some(&sam), None);
+        assert_eq!(t.text, "Dana unassigned Sam from the conversation.");
+        let Author::Agent(me) = dana(Channel::Inbox) else {
+            unreachable!()
+        };
+        let t = Transactional::assigned(Status::Open, dana(Channel::Inbox), None, Some(&me));
+        assert_eq!(
+            t.text,
+            "Dana assigned the conversation to themselves from the Inbox."
+        );
+    }
+
+    #[test]
+    fn snooze_and_auto_close_sentences_say_when() {
+        let t = Transactional::snoozed(
+            Status::Open,
+            dana(Channel::Unspecified),
+            Micros(1_796_146_200_000_000),
+        );
+        assert_eq!(
+            t.text,
+            "Dana snoozed the conversation until 2026-12-01 17:30 UTC."
+        );
+        let t = Transactional::auto_closed(Status::Pending, 30 * 60 * 1_000_000);
+        assert_eq!(
+            t.text,
+            "The conversation was closed after 30 minutes without activity."
+        );
+        assert_eq!(t.actor, Author::System);
     }
 
     #[test]

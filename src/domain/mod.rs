@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod message;
 pub mod scope;
 pub mod status;
+pub mod timers;
 pub mod values;
 
 pub use conversation::{Conversation, Status, WorkspaceId};

@@ -237,6 +237,12 @@ impl MessageText {
         Ok(Self(value.to_owned()))
     }
 
+    /// Wraps a value read back from storage, where it was validated on the
+    /// way in.
+    pub fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -139,9 +139,23 @@ pub(super) fn timestamp(
     ))
 }
 
-/// A google.protobuf.Duration as nanoseconds, checked as its spec says:
-/// `nanos` within ±999,999,999 and of the same sign as `seconds`.
+/// An appointment's google.protobuf.Duration as nanoseconds: valid (see
+/// [`spec_duration`]), more than zero and at most 24 hours.
 pub(super) fn duration(fields: &mut Fields, field: &str, value: Option<&Duration>) -> Option<i64> {
+    let nanos = spec_duration(fields, field, value, "must be at most 24 hours")?;
+    fields.check(field, check_appointment_duration(nanos))?;
+    Some(nanos)
+}
+
+/// A google.protobuf.Duration as nanoseconds, checked as its spec says:
+/// `nanos` within ±999,999,999 and of the same sign as `seconds`; `too_long`
+/// when it does not fit.
+pub(super) fn spec_duration(
+    fields: &mut Fields,
+    field: &str,
+    value: Option<&Duration>,
+    too_long: &str,
+) -> Option<i64> {
     let Some(value) = value else {
         fields.violation(field, "is required");
         return None;
@@ -159,12 +173,7 @@ pub(super) fn duration(fields: &mut Fields, field: &str, value: Option<&Duration
         .seconds
         .checked_mul(1_000_000_000)
         .and_then(|s| s.checked_add(i64::from(value.nanos)));
-    let nanos = fields.check(
-        field,
-        nanos.ok_or_else(|| "must be at most 24 hours".to_owned()),
-    )?;
-    fields.check(field, check_appointment_duration(nanos))?;
-    Some(nanos)
+    fields.check(field, nanos.ok_or_else(|| too_long.to_owned()))
 }
 
 /// The content of a SendMessage request.
@@ -253,6 +262,7 @@ pub fn event_kinds(fields: &mut Fields, values: &[i32]) -> Vec<EventKind> {
             Ok(pb::EventType::ConversationStarted) => kinds.push(EventKind::ConversationStarted),
             Ok(pb::EventType::StatusChanged) => kinds.push(EventKind::StatusChanged),
             Ok(pb::EventType::MessagePosted) => kinds.push(EventKind::MessagePosted),
+            Ok(pb::EventType::ConversationAssigned) => kinds.push(EventKind::ConversationAssigned),
             Ok(pb::EventType::Unspecified) | Err(_) => {
                 fields.violation(
                     &format!("event_types[{i}]"),
@@ -262,6 +272,48 @@ pub fn event_kinds(fields: &mut Fields, values: &[i32]) -> Vec<EventKind> {
         }
     }
     kinds
+}
+
+/// Who a SendMessage is for: everyone unless an agent writes a note.
+pub fn audience(
+    fields: &mut Fields,
+    value: i32,
+    sender: Option<&crate::domain::lifecycle::Sender>,
+) -> Option<Audience> {
+    use crate::domain::lifecycle::Sender;
+    match pb::Audience::try_from(value) {
+        Ok(pb::Audience::Unspecified | pb::Audience::Everyone) => Some(Audience::Everyone),
+        Ok(pb::Audience::Agents) => match sender {
+            Some(Sender::Visitor(_)) => {
+                fields.violation(
+                    "audience",
+                    "AUDIENCE_AGENTS is for agents' internal notes; a visitor's message is for everyone",
+                );
+                None
+            }
+            _ => Some(Audience::Agents),
+        },
+        Err(_) => {
+            fields.violation("audience", format!("{value} is not a known Audience"));
+            None
+        }
+    }
+}
+
+/// A snooze's end: a valid time, in the future, at most
+/// [`MAX_SNOOZE_MICROS`](crate::domain::timers::MAX_SNOOZE_MICROS) ahead.
+pub fn snooze_end(fields: &mut Fields, value: &Timestamp) -> Option<Micros> {
+    let at = timestamp(fields, "snooze_end_time", Some(value))?;
+    let now = crate::ids::now();
+    if at <= now {
+        fields.violation("snooze_end_time", "must be in the future");
+        return None;
+    }
+    if at.0 - now.0 > crate::domain::timers::MAX_SNOOZE_MICROS {
+        fields.violation("snooze_end_time", "must be at most 366 days ahead");
+        return None;
+    }
+    Some(at)
 }
 
 // ---- domain to protobuf ----
@@ -315,6 +367,17 @@ pub fn to_event(event: &Event, role: Role) -> pb::Event {
         }),
         EventPayload::MessagePosted { message } => Payload::MessagePosted(pb::MessagePosted {
             message: Some(to_message(message, role)),
+        }),
+        EventPayload::ConversationAssigned {
+            from,
+            to,
+            actor,
+            conversation,
+        } => Payload::ConversationAssigned(pb::ConversationAssigned {
+            from_assignee: from.as_ref().map(|a| to_agent(a, role)),
+            to_assignee: to.as_ref().map(|a| to_agent(a, role)),
+            actor: Some(to_author(actor, role)),
+            conversation: Some(to_conversation(conversation, role)),
         }),
     };
     pb::Event {
@@ -399,6 +462,11 @@ pub fn to_conversation(c: &Conversation, role: Role) -> pb::Conversation {
         },
         restart_available: c.restart_available(),
         flow: c.flow.as_ref().map(|run| to_flow_progress(run, role)),
+        snooze_end_time: if role.sees_agents_only() {
+            c.snooze_end_time.map(to_timestamp)
+        } else {
+            None
+        },
     }
 }
 
@@ -431,6 +499,9 @@ fn to_transactional_kind(kind: TransactionalKind) -> pb::TransactionalKind {
             pb::TransactionalKind::ConversationReopenedByVisitorReply
         }
         TransactionalKind::FlowHandoff => pb::TransactionalKind::FlowHandoff,
+        TransactionalKind::Assigned => pb::TransactionalKind::ConversationAssigned,
+        TransactionalKind::SnoozeEnded => pb::TransactionalKind::SnoozeEnded,
+        TransactionalKind::AutoClosed => pb::TransactionalKind::ConversationAutoClosed,
     }
 }
 

@@ -6,9 +6,11 @@ pub mod error;
 pub mod flows;
 pub mod refusals;
 pub mod service;
+pub mod workspaces;
 
 pub use flows::FlowsApi;
 pub use service::ConversationsApi;
+pub use workspaces::WorkspacesApi;
 
 /// The value of a request's `authorization` metadata, if it has one. A value
 /// that is not visible ASCII reads as empty, which no key matches.

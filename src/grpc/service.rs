@@ -22,8 +22,16 @@ use crate::{
     },
     feed::{FeedEnd, FeedItem},
     pb::{self, conversation_service_server::ConversationService},
-    store::ListFilter,
+    store::{AssigneeFilter, ListFilter},
 };
+
+fn status_counts(counts: &[i64; 3]) -> pb::StatusCounts {
+    pb::StatusCounts {
+        open: count_of(counts, ConversationStatus::Open),
+        pending: count_of(counts, ConversationStatus::Pending),
+        closed: count_of(counts, ConversationStatus::Closed),
+    }
+}
 
 /// Serves `conversations.v1.ConversationService`.
 #[derive(Debug, Clone)]
@@ -66,7 +74,9 @@ impl ConversationsApi {
         }
     }
 
-    /// Close, mark pending and reopen share their request shape.
+    /// Close, mark pending and reopen share their request shape (mark
+    /// pending adds the snooze).
+    #[allow(clippy::too_many_arguments)]
     async fn change_status(
         &self,
         caller: &Caller,
@@ -75,18 +85,21 @@ impl ConversationsApi {
         agent: Option<&pb::AgentRef>,
         etag: &str,
         request_id: &str,
+        snooze_end_time: Option<&prost_types::Timestamp>,
     ) -> Result<(pb::Conversation, i64), Status> {
         let mut f = Fields::default();
         let conversation_id = f.check("conversation_id", ConversationId::parse(conversation_id));
         let agent = convert::agent(&mut f, "agent", agent);
         let request_id = f.optional("request_id", request_id, RequestId::parse);
         let etag = (!etag.is_empty()).then(|| etag.to_owned());
+        let snooze_end_time = snooze_end_time.and_then(|t| convert::snooze_end(&mut f, t));
         let command = f.done((|| {
             Some(Command::ChangeStatus {
                 conversation_id: conversation_id?,
                 action,
                 agent: agent?,
                 etag,
+                snooze_end_time,
             })
         })())?;
         let outcome = self.run(caller, request_id, command).await?;
@@ -275,11 +288,23 @@ impl ConversationService for ConversationsApi {
         let statuses = convert::statuses(&mut f, &req.statuses);
         let assignee_agent_id =
             f.optional("assignee_agent_id", &req.assignee_agent_id, AgentId::parse);
+        let assignee = match (assignee_agent_id, req.unassigned) {
+            (Some(agent_id), false) => AssigneeFilter::Agent(agent_id),
+            (None, true) => AssigneeFilter::Unassigned,
+            (None, false) => AssigneeFilter::Any,
+            (Some(_), true) => {
+                f.violation(
+                    "unassigned",
+                    "cannot be set with assignee_agent_id: filter by one agent or by nobody",
+                );
+                AssigneeFilter::Any
+            }
+        };
         let visitor_id = f.optional("visitor_id", &req.visitor_id, VisitorId::parse);
         let size = page_size(&mut f, req.page_size);
         let filter = f.done(Some(ListFilter {
             statuses,
-            assignee_agent_id,
+            assignee,
             visitor_id,
         }))?;
         let page = self
@@ -293,12 +318,9 @@ impl ConversationService for ConversationsApi {
                 .map(|c| to_conversation(c, caller.role))
                 .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
-            status_counts: Some(pb::StatusCounts {
-                open: count_of(&page.status_counts, ConversationStatus::Open),
-                pending: count_of(&page.status_counts, ConversationStatus::Pending),
-                closed: count_of(&page.status_counts, ConversationStatus::Closed),
-            }),
+            status_counts: Some(status_counts(&page.status_counts)),
             as_of_sequence: page.as_of_sequence,
+            filtered_status_counts: page.filtered_status_counts.as_ref().map(status_counts),
         }))
     }
 
@@ -329,11 +351,13 @@ impl ConversationService for ConversationsApi {
         };
         let content = convert::content(&mut f, req.content.as_ref());
         let request_id = f.optional("request_id", &req.request_id, RequestId::parse);
+        let audience = convert::audience(&mut f, req.audience, sender.as_ref());
         let command = f.done((|| {
             Some(Command::SendMessage {
                 conversation_id: conversation_id?,
                 sender: sender?,
                 content: content?,
+                audience: audience?,
             })
         })())?;
         let outcome = self.run(&caller, request_id, command).await?;
@@ -394,6 +418,7 @@ impl ConversationService for ConversationsApi {
                 r.agent.as_ref(),
                 &r.etag,
                 &r.request_id,
+                None,
             )
             .await?;
         Ok(Response::new(pb::CloseConversationResponse {
@@ -417,6 +442,7 @@ impl ConversationService for ConversationsApi {
                 r.agent.as_ref(),
                 &r.etag,
                 &r.request_id,
+                r.snooze_end_time.as_ref(),
             )
             .await?;
         Ok(Response::new(pb::MarkConversationPendingResponse {
@@ -440,6 +466,7 @@ impl ConversationService for ConversationsApi {
                 r.agent.as_ref(),
                 &r.etag,
                 &r.request_id,
+                None,
             )
             .await?;
         Ok(Response::new(pb::ReopenConversationResponse {
@@ -470,6 +497,40 @@ impl ConversationService for ConversationsApi {
         })())?;
         let outcome = self.run(&caller, request_id, command).await?;
         Ok(Response::new(pb::RestartConversationResponse {
+            conversation: Some(to_conversation(&outcome.conversation, caller.role)),
+            event_sequence: outcome.event_sequence,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn assign_conversation(
+        &self,
+        request: Request<pb::AssignConversationRequest>,
+    ) -> Result<Response<pb::AssignConversationResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let conversation_id = f.check(
+            "conversation_id",
+            ConversationId::parse(&req.conversation_id),
+        );
+        let agent = convert::agent(&mut f, "agent", req.agent.as_ref());
+        let assignee = match &req.assignee {
+            Some(assignee) => convert::agent(&mut f, "assignee", Some(assignee)).map(Some),
+            None => Some(None),
+        };
+        let request_id = f.optional("request_id", &req.request_id, RequestId::parse);
+        let etag = (!req.etag.is_empty()).then(|| req.etag.clone());
+        let command = f.done((|| {
+            Some(Command::Assign {
+                conversation_id: conversation_id?,
+                agent: agent?,
+                assignee: assignee?,
+                etag,
+            })
+        })())?;
+        let outcome = self.run(&caller, request_id, command).await?;
+        Ok(Response::new(pb::AssignConversationResponse {
             conversation: Some(to_conversation(&outcome.conversation, caller.role)),
             event_sequence: outcome.event_sequence,
         }))

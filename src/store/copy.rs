@@ -70,6 +70,8 @@ pub const TABLES: &[Table] = &[
             ("name", Text),
             ("create_time", Int),
             ("default_flow_id", Text),
+            ("auto_close_after", Int),
+            ("auto_close_message", Text),
         ],
         key: &["workspace_id"],
     },
@@ -126,6 +128,10 @@ pub const TABLES: &[Table] = &[
             ("message_count", Int),
             ("everyone_message_count", Int),
             ("flow_run", Text),
+            ("snooze_end_time", Int),
+            // A timer's due time moves with the data; claims are a running
+            // server's and stay behind.
+            ("due_time", Int),
         ],
         key: &["conversation_id"],
     },

@@ -32,8 +32,8 @@ pub use commits::{CommitNotice, CommitWatch};
 pub use location::Location;
 pub(crate) use location::redacted;
 pub use model::{
-    DefaultFlow, ListCursor, ListFilter, NewKey, NewRecord, Record, StoredFlow, StoredKey, Tally,
-    Writes,
+    AssigneeFilter, ConversationRows, DefaultFlow, DueTimer, ListCursor, ListFilter, NewKey,
+    NewRecord, Record, StoredFlow, StoredKey, Tally, Writes,
 };
 pub use sqlite::connect_options;
 
@@ -41,6 +41,7 @@ use crate::domain::{
     Conversation, Message, Micros, WorkspaceId,
     lifecycle::Event,
     scope::EventScope,
+    timers::WorkspaceSettings,
     values::{ConversationId, RequestId},
 };
 
@@ -188,16 +189,53 @@ impl Store {
     }
 
     /// Up to `limit` conversations matching `filter`, newest update first,
-    /// then by id, strictly after `cursor`; and the workspace's counters,
-    /// from the same snapshot.
+    /// then by id, strictly after `cursor`; the workspace's counters; and,
+    /// for a [`ListFilter::scoped`] filter, its counts per status: from the
+    /// same snapshot.
     pub async fn conversation_page(
         &self,
         workspace_id: WorkspaceId,
         filter: &ListFilter,
         cursor: Option<&ListCursor>,
         limit: i64,
-    ) -> Result<(Vec<Conversation>, Tally), StoreError> {
+    ) -> Result<ConversationRows, StoreError> {
         dispatch!(self, b => b.conversation_page(workspace_id, filter, cursor, limit).await)
+    }
+
+    /// The workspace's settings; None when there is no such workspace.
+    pub async fn settings(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> Result<Option<WorkspaceSettings>, StoreError> {
+        dispatch!(self, b => b.settings(workspace_id).await)
+    }
+
+    /// Replaces the workspace's settings and, in the same transaction,
+    /// reschedules its conversations' timers by them: serialized with the
+    /// workspace's batches, so every due time stored follows the settings
+    /// stored.
+    pub async fn update_settings(
+        &self,
+        workspace_id: WorkspaceId,
+        next: &WorkspaceSettings,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, b => b.update_settings(workspace_id, next).await)
+    }
+
+    /// Claims up to `limit` conversations, of any workspace, whose timer is
+    /// due at `now` and that no server has claimed (or whose claim ran out),
+    /// until `until`. A claim only keeps other servers from firing the same
+    /// timer at once: the timer's effect is decided again in the batch that
+    /// fires it, against the row as it stands, so it fires at most once
+    /// however many servers claim it, and a server that dies holding claims
+    /// delays those timers by the claim's length at most.
+    pub async fn claim_due(
+        &self,
+        now: Micros,
+        until: Micros,
+        limit: i64,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        dispatch!(self, b => b.claim_due(now, until, limit).await)
     }
 
     /// The conversation and up to `limit` of its messages after
@@ -399,6 +437,14 @@ impl BatchTx {
         keys: &[(WorkspaceId, &RequestId)],
     ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
         dispatch_tx!(self, tx => tx.idempotency_records(keys).await)
+    }
+
+    /// The settings of these workspaces: call after [`Self::tallies`].
+    pub async fn settings(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
+        dispatch_tx!(self, tx => tx.settings(workspaces).await)
     }
 
     /// The workspace's default flow id.

@@ -7,7 +7,7 @@ use crate::domain::{
     credentials::Role,
     flow::FlowDefinition,
     lifecycle::Event,
-    values::{AgentId, RequestId, VisitorId},
+    values::{AgentId, ConversationId, RequestId, VisitorId},
 };
 
 /// One workspace's counters, kept in the same transaction as every change:
@@ -31,15 +31,58 @@ impl Tally {
     }
 }
 
+/// Which assignee a conversation list is filtered by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AssigneeFilter {
+    /// Any, or none.
+    #[default]
+    Any,
+    /// Only this agent's.
+    Agent(AgentId),
+    /// Only conversations nobody is assigned to.
+    Unassigned,
+}
+
 /// Filters of a conversation list.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     /// Any of these statuses; empty means all.
     pub statuses: Vec<Status>,
-    /// Only this assignee.
-    pub assignee_agent_id: Option<AgentId>,
+    /// Only this assignee (or none).
+    pub assignee: AssigneeFilter,
     /// Only this visitor.
     pub visitor_id: Option<VisitorId>,
+}
+
+impl ListFilter {
+    /// True when the filter names whose conversations to list (an assignee,
+    /// the unassigned ones, a visitor): the page then comes with their counts
+    /// per status.
+    pub fn scoped(&self) -> bool {
+        self.assignee != AssigneeFilter::Any || self.visitor_id.is_some()
+    }
+}
+
+/// A page of conversations as read in one snapshot.
+#[derive(Debug, Clone)]
+pub struct ConversationRows {
+    /// The page.
+    pub conversations: Vec<Conversation>,
+    /// The workspace's counters.
+    pub tally: Tally,
+    /// With a [`ListFilter::scoped`] filter: its conversations per status
+    /// (whatever the filter's statuses), in [`Status::ALL`] order.
+    pub scoped_counts: Option<[i64; 3]>,
+}
+
+/// A conversation whose timer is due, claimed for a while by the server
+/// that read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// The conversation.
+    pub conversation_id: ConversationId,
 }
 
 /// Where a page starts: after this (update_time, id) in newest-first order.
@@ -126,6 +169,9 @@ pub struct NewRecord {
 pub struct Writes {
     /// Each conversation the batch created or changed, in its final state.
     pub conversations: Vec<Conversation>,
+    /// When each of `conversations` (in the same order) next has a timer
+    /// due, if ever ([`crate::domain::timers::due_time`]).
+    pub due_times: Vec<Option<Micros>>,
     /// New messages.
     pub messages: Vec<Message>,
     /// New events, with the sequences the writer assigned.

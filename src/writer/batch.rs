@@ -8,7 +8,8 @@ use crate::{
     domain::{
         Conversation, WorkspaceId,
         flow::ValidFlow,
-        lifecycle::{self, Command, Event, FlowRef, Sender},
+        lifecycle::{self, Command, Context, Event, FlowRef, Sender},
+        timers::{self, WorkspaceSettings},
         values::ConversationId,
     },
     ids::{UlidIds, now},
@@ -45,15 +46,27 @@ pub(super) enum WantedFlow {
 }
 
 /// The flow `command` runs, given the conversation as it stands: a start runs
-/// the named flow or the default; a visitor's message matters only to a run
-/// that still waits for an answer; a restart replays whatever the run
-/// reached.
+/// the named flow, or else the default unless an agent starts it (an agent
+/// reaching out proactively talks for themselves); a visitor's message
+/// matters only to a run that still waits for an answer; a restart replays
+/// whatever the run reached.
 pub(super) fn wanted_flow(command: &Command, current: Option<&Conversation>) -> Option<WantedFlow> {
     match (command, current) {
-        (Command::Start { flow_id, .. }, _) => Some(match flow_id {
-            Some(flow_id) => WantedFlow::Named(flow_id.clone()),
-            None => WantedFlow::Default,
-        }),
+        (
+            Command::Start {
+                flow_id: Some(flow_id),
+                ..
+            },
+            _,
+        ) => Some(WantedFlow::Named(flow_id.clone())),
+        (
+            Command::Start {
+                flow_id: None,
+                agent,
+                ..
+            },
+            _,
+        ) => agent.is_none().then_some(WantedFlow::Default),
         (
             Command::SendMessage {
                 sender: Sender::Visitor(_),
@@ -88,6 +101,8 @@ pub(super) struct Batch {
     records: HashMap<(WorkspaceId, String), Record>,
     /// Counters of the batch's workspaces, after the commands decided so far.
     tallies: HashMap<WorkspaceId, Tally>,
+    /// Settings of the batch's workspaces.
+    settings: HashMap<WorkspaceId, WorkspaceSettings>,
     /// Default flow ids read in this batch.
     defaults: HashMap<WorkspaceId, Option<String>>,
     /// Newest flow versions read in this batch.
@@ -107,6 +122,7 @@ impl Batch {
         workspaces.sort_unstable();
         workspaces.dedup();
         let tallies = tx.tallies(&workspaces).await?;
+        let settings = tx.settings(&workspaces).await?;
         let mut ids: Vec<(WorkspaceId, &ConversationId)> = Vec::new();
         for request in requests {
             if let Some(id) = request.command.conversation_id()
@@ -135,6 +151,7 @@ impl Batch {
             conversations,
             records,
             tallies,
+            settings,
             defaults: HashMap::new(),
             latest: HashMap::new(),
             touched: Vec::new(),
@@ -224,14 +241,13 @@ impl Batch {
             version: stored.version,
             flow: valid,
         });
-        let change = match lifecycle::decide(
-            &request.command,
+        let context = Context {
             workspace_id,
-            current,
-            flow,
+            settings: self.settings_of(workspace_id),
             now,
-            &mut UlidIds,
-        ) {
+        };
+        let change = match lifecycle::decide(&request.command, context, current, flow, &mut UlidIds)
+        {
             Ok(change) => change,
             Err(refused) => return Ok(Err(WriteError::Decide(refused))),
         };
@@ -284,13 +300,24 @@ impl Batch {
         Ok(Ok(outcome))
     }
 
-    /// The rows to write: every changed conversation in its final state, and
-    /// the counters of every workspace of the batch.
+    fn settings_of(&self, workspace_id: WorkspaceId) -> &WorkspaceSettings {
+        static NONE: WorkspaceSettings = WorkspaceSettings { auto_close: None };
+        self.settings.get(&workspace_id).unwrap_or(&NONE)
+    }
+
+    /// The rows to write: every changed conversation in its final state with
+    /// its next due time, and the counters of every workspace of the batch.
     pub fn into_writes(mut self) -> Writes {
         self.writes.conversations = self
             .touched
             .iter()
             .filter_map(|id| self.conversations.remove(id))
+            .collect();
+        self.writes.due_times = self
+            .writes
+            .conversations
+            .iter()
+            .map(|c| timers::due_time(c, self.settings_of(c.workspace_id)))
             .collect();
         self.writes.tallies = self.tallies.into_iter().collect();
         self.writes

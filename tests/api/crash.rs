@@ -121,6 +121,7 @@ async fn send(
                         })),
                         content: Some(Content::Text(text.clone())),
                         request_id: request_id.to_owned(),
+                        audience: 0,
                     },
                 ))
                 .await?

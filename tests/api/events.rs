@@ -224,6 +224,7 @@ fn kind(event: &pb::Event) -> EventType {
         Payload::ConversationStarted(_) => EventType::ConversationStarted,
         Payload::StatusChanged(_) => EventType::StatusChanged,
         Payload::MessagePosted(_) => EventType::MessagePosted,
+        Payload::ConversationAssigned(_) => EventType::ConversationAssigned,
     }
 }
 
@@ -235,6 +236,7 @@ fn kinds(events: &[pb::Event]) -> Vec<EventType> {
 fn audience(event: &pb::Event) -> Audience {
     match event.payload.as_ref().expect("payload") {
         Payload::MessagePosted(posted) => posted.message.as_ref().expect("message").audience(),
+        Payload::ConversationAssigned(_) => Audience::Agents,
         Payload::ConversationStarted(_) | Payload::StatusChanged(_) => Audience::Everyone,
     }
 }
@@ -378,8 +380,14 @@ async fn a_mutations_event_sequence_appears_on_an_open_stream() {
     let last = live.last().expect("the new event");
     assert_eq!(last.sequence, sent.event_sequence);
     assert_eq!(last.conversation_id, id);
+    // The message, then (Dana's first reply to an unassigned conversation)
+    // her assignment.
     assert_eq!(
-        posted(last).message_id,
+        kinds(&live),
+        [EventType::MessagePosted, EventType::ConversationAssigned]
+    );
+    assert_eq!(
+        posted(&live[0]).message_id,
         sent.message.expect("message").message_id
     );
 }
@@ -950,7 +958,8 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_resumes_without_loss() {
         .chain(sequences(&rest))
         .collect();
     let everything = list_all_events(&mut agent, &Filter::all()).await;
-    assert_eq!(everything.len(), 1 + WRITERS * MESSAGES_EACH);
+    // The start, every message, and the assignment of the first reply.
+    assert_eq!(everything.len(), 2 + WRITERS * MESSAGES_EACH);
     assert_eq!(union, sequences(&everything));
 }
 

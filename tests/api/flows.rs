@@ -585,7 +585,17 @@ async fn an_agent_reopen_does_not_replay_the_flow() {
     let mut s = Scene::new(greeting()).await;
     let id = s.start().await;
     let before = s.answer(&id, "Dana").await;
-    close(&mut s.agent, &id, dana()).await;
+    let closed = close(&mut s.agent, &id, dana())
+        .await
+        .conversation
+        .expect("conversation");
+    // The close is an agent's action: the run stopped where it stood.
+    assert_eq!(progress(&closed).status(), FlowRunStatus::Stopped);
+    assert_eq!(
+        progress(&closed).current_step,
+        progress(&before).current_step
+    );
+    assert_eq!(progress(&closed).answers, progress(&before).answers);
     let thread_before = s.agents_thread(&id).await;
 
     let reopened = reopen(&mut s.agent, &id, dana())
@@ -593,7 +603,7 @@ async fn an_agent_reopen_does_not_replay_the_flow() {
         .conversation
         .expect("conversation");
     assert_eq!(reopened.status(), ConversationStatus::Open);
-    assert_eq!(reopened.flow, before.flow);
+    assert_eq!(reopened.flow, closed.flow);
 
     let agents = s.agents_thread(&id).await;
     assert_eq!(agents[..thread_before.len()], thread_before[..]);
@@ -1204,6 +1214,10 @@ fn event_line(event: &pb::Event) -> String {
             line(posted.message.as_ref().expect("posted message"))
         }
         Some(Payload::StatusChanged(changed)) => format!("status {:?}", changed.to_status()),
+        Some(Payload::ConversationAssigned(assigned)) => format!(
+            "assigned to {:?}",
+            assigned.to_assignee.as_ref().map(|a| a.agent_id.as_str())
+        ),
         None => "none".into(),
     }
 }
@@ -1303,4 +1317,112 @@ async fn flows_and_a_running_conversations_flow_state_survive_a_restart() {
     let started = begin(&mut visitor, "v-2", "").await;
     assert_eq!(progress(conversation_of(&started)).flow_id, flow.flow_id);
     app.stop().await;
+}
+
+// --- bot and humans (issue 10) ---------------------------------------------------
+
+#[tokio::test]
+async fn an_agent_started_conversation_runs_no_default_flow_unless_it_names_one() {
+    let mut s = Scene::new(greeting()).await;
+    set_default(&mut s.admin, &s.flow.flow_id).await;
+    let proactive = |flow_id: &str| pb::StartConversationRequest {
+        visitor_id: VISITOR.into(),
+        agent: Some(dana()),
+        flow_id: flow_id.into(),
+        ..Default::default()
+    };
+    // An agent reaches out from Slack: no bot, and the visitor's first
+    // words are a message, not the answer to a question never asked.
+    let started = s
+        .agent
+        .start_conversation(proactive(""))
+        .await
+        .expect("start")
+        .into_inner();
+    let conversation = conversation_of(&started);
+    assert_eq!(conversation.flow, None);
+    let id = conversation.conversation_id.clone();
+    say_as_visitor(&mut s.visitor, &id, VISITOR, "Hi, pricing?").await;
+    let agents = s.agents_thread(&id).await;
+    assert_eq!(bot_lines(&agents), Vec::<String>::new());
+    assert!(!agents.iter().any(is_flow_handoff));
+    assert_eq!(get(&mut s.agent, &id, "").await.flow, None);
+
+    // Named, it runs.
+    let named = s
+        .agent
+        .start_conversation(proactive(&s.flow.flow_id))
+        .await
+        .expect("start")
+        .into_inner();
+    assert_eq!(
+        progress(conversation_of(&named)).status(),
+        FlowRunStatus::AwaitingAnswer
+    );
+    // And a visitor's start still runs the default.
+    let by_visitor = begin(&mut s.visitor, "v-2", "").await;
+    assert!(conversation_of(&by_visitor).flow.is_some());
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn marking_pending_stops_the_flow_so_the_visitors_next_words_are_not_an_answer() {
+    let mut s = Scene::new(greeting()).await;
+    let id = s.start().await;
+    let pending = s
+        .agent
+        .mark_conversation_pending(crate::helpers::mark_pending_request(&id, dana()))
+        .await
+        .expect("pending")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(progress(&pending).status(), FlowRunStatus::Stopped);
+
+    let after = s.answer(&id, "Hi, pricing?").await;
+    assert_eq!(
+        after.status(),
+        ConversationStatus::Open,
+        "the reply reopens it"
+    );
+    assert_eq!(answers(progress(&after)), Vec::<(&str, &str)>::new());
+    assert_eq!(
+        bot_lines(&s.agents_thread(&id).await),
+        ["BOT EVERYONE Hi!", "BOT EVERYONE What's your name?"],
+        "the bot asks nothing more"
+    );
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn the_restart_after_an_auto_close_replays_the_flow_from_the_beginning() {
+    let mut s = Scene::new(greeting()).await;
+    let mut settings = s.app.settings_admin().await;
+    crate::helpers::set_auto_close(&mut settings, Some(1), "We closed this chat.").await;
+    let id = s.start().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while get(&mut s.agent, &id, "").await.status() != ConversationStatus::Closed {
+        assert!(tokio::time::Instant::now() < deadline, "never auto-closed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let restarted = s
+        .visitor
+        .restart_conversation(restart_request(&id, VISITOR))
+        .await
+        .expect("restart")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(progress(&restarted).status(), FlowRunStatus::AwaitingAnswer);
+    assert_eq!(
+        bot_lines(&s.visitors_thread(&id).await),
+        [
+            "BOT EVERYONE Hi!",
+            "BOT EVERYONE What's your name?",
+            "BOT EVERYONE Hi!",
+            "BOT EVERYONE What's your name?",
+        ],
+        "greeted again after the close"
+    );
+    s.app.stop().await;
 }

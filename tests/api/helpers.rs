@@ -18,6 +18,7 @@ use conversations::{
         conversation_service_client::ConversationServiceClient,
         flow_service_client::FlowServiceClient,
         send_message_request::{Content, Sender},
+        workspace_service_client::WorkspaceServiceClient,
     },
     startup::{Application, StartupError},
     store::{Location, Store},
@@ -89,6 +90,25 @@ pub type Client = ConversationServiceClient<InterceptedService<Channel, Bearer>>
 
 /// A FlowService client that sends `authorization: Bearer <key>`.
 pub type FlowClient = FlowServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A WorkspaceService client that sends `authorization: Bearer <key>`.
+pub type WorkspaceClient = WorkspaceServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Turns auto-close on (after `seconds`, telling the visitor `message` when
+/// not empty) or off (None).
+pub async fn set_auto_close(admin: &mut WorkspaceClient, seconds: Option<i64>, message: &str) {
+    admin
+        .update_workspace_settings(pb::UpdateWorkspaceSettingsRequest {
+            settings: Some(pb::WorkspaceSettings {
+                auto_close: seconds.map(|seconds| pb::AutoClose {
+                    idle_duration: Some(prost_types::Duration { seconds, nanos: 0 }),
+                    message: message.to_owned(),
+                }),
+            }),
+        })
+        .await
+        .expect("update settings");
+}
 
 /// Adds the key to every call.
 #[derive(Clone)]
@@ -315,6 +335,23 @@ impl TestApp {
         self.flows_with(Some(&key)).await
     }
 
+    /// A WorkspaceService client with a new admin key of the default
+    /// workspace.
+    pub async fn settings_admin(&self) -> WorkspaceClient {
+        let (_, key) = self.new_key("default", Role::Admin).await;
+        self.settings_with(Some(&key)).await
+    }
+
+    /// A WorkspaceService client with `key` (None: no authorization).
+    pub async fn settings_with(&self, key: Option<&str>) -> WorkspaceClient {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        WorkspaceServiceClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
+    }
+
     /// A client with the default workspace's agent key.
     pub async fn agent(&self) -> Client {
         self.client_with(Some(&self.agent_key)).await
@@ -472,6 +509,7 @@ pub fn text_request(
         sender: Some(sender),
         content: Some(Content::Text(text.to_owned())),
         request_id: request_id.to_owned(),
+        audience: 0,
     }
 }
 
@@ -587,6 +625,25 @@ pub async fn close(
         .close_conversation(close_request(id, agent))
         .await
         .expect("close")
+        .into_inner()
+}
+
+/// Gives `id` to `assignee` (None: nobody), as `agent`.
+pub async fn assign(
+    client: &mut Client,
+    id: &str,
+    agent: pb::AgentRef,
+    assignee: Option<pb::AgentRef>,
+) -> pb::AssignConversationResponse {
+    client
+        .assign_conversation(pb::AssignConversationRequest {
+            conversation_id: id.to_owned(),
+            agent: Some(agent),
+            assignee,
+            ..Default::default()
+        })
+        .await
+        .expect("assign")
         .into_inner()
 }
 

@@ -213,6 +213,7 @@ async fn barrage(
                         "x".repeat(10 << 20),
                     )),
                     request_id: String::new(),
+                    audience: 0,
                 },
             ))
             .await

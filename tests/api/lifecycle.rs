@@ -53,6 +53,7 @@ async fn a_conversation_walks_from_open_to_closed_and_back_with_its_thread() {
             sender: Some(pb::send_message_request::Sender::VisitorId("v-1".into())),
             content: Some(pb::send_message_request::Content::Text("hello?".into())),
             request_id: String::new(),
+            audience: 0,
         })
         .await
         .unwrap_err();

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::helpers::{
-    Client, TestApp, agent_ref, as_visitor, bad_fields, close, dana, ids, list,
+    Client, TestApp, agent_ref, as_visitor, assign, bad_fields, close, dana, ids, list,
     list_messages_request, mark_pending, reason, reopen, reopen_request, restart_request, start,
     text_request,
 };
@@ -267,10 +267,15 @@ async fn filters_select_by_status_assignee_and_visitor_while_counts_stay_whole()
         .unwrap()
         .conversation_id;
     let pending_by_lee = start(&mut agent, "v-2").await.conversation_id;
+    assign(&mut agent, &pending_by_lee, dana(), Some(lee())).await;
     mark_pending(&mut agent, &pending_by_lee, lee()).await;
     let closed_by_dana = start(&mut agent, "v-1").await.conversation_id;
-    close(&mut agent, &closed_by_dana, dana()).await;
+    assign(&mut agent, &closed_by_dana, dana(), Some(dana())).await;
+    close(&mut agent, &closed_by_dana, lee()).await;
     let unassigned = start(&mut agent, "v-3").await.conversation_id;
+    // Acting on a conversation does not make it yours.
+    mark_pending(&mut agent, &unassigned, lee()).await;
+    reopen(&mut agent, &unassigned, lee()).await;
 
     let cases: Vec<(pb::ListConversationsRequest, Vec<&String>)> = vec![
         (
@@ -304,6 +309,21 @@ async fn filters_select_by_status_assignee_and_visitor_while_counts_stay_whole()
                 ..Default::default()
             },
             vec![&pending_by_lee],
+        ),
+        (
+            pb::ListConversationsRequest {
+                unassigned: true,
+                ..Default::default()
+            },
+            vec![&unassigned],
+        ),
+        (
+            pb::ListConversationsRequest {
+                unassigned: true,
+                visitor_id: "v-1".into(),
+                ..Default::default()
+            },
+            vec![],
         ),
         (
             pb::ListConversationsRequest {
@@ -344,6 +364,27 @@ async fn filters_select_by_status_assignee_and_visitor_while_counts_stay_whole()
             sorted(expected.into_iter().cloned().collect()),
             "{described}"
         );
+        assert_eq!(page.status_counts, counts(2, 1, 1), "{described}");
+    }
+
+    // "My Open / Pending / Closed": the counts of one assignee's (or the
+    // unassigned) conversations, whatever the statuses asked for.
+    let mine = |assignee: &str, unassigned: bool| pb::ListConversationsRequest {
+        assignee_agent_id: assignee.into(),
+        unassigned,
+        statuses: statuses(&[ConversationStatus::Open]),
+        ..Default::default()
+    };
+    for (request, expected) in [
+        (mine("agent-dana", false), counts(1, 0, 1)),
+        (mine("agent-lee", false), counts(0, 1, 0)),
+        (mine("", true), counts(1, 0, 0)),
+        (mine("agent-nobody", false), counts(0, 0, 0)),
+        (mine("", false), None),
+    ] {
+        let described = format!("{request:?}");
+        let page = list(&mut agent, request).await;
+        assert_eq!(page.filtered_status_counts, expected, "{described}");
         assert_eq!(page.status_counts, counts(2, 1, 1), "{described}");
     }
     app.stop().await;

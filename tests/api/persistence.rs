@@ -57,6 +57,7 @@ async fn conversations_threads_and_counts_survive_a_restart() {
                 provider: "Zoom".into(),
             })),
             request_id: String::new(),
+            audience: 0,
         })
         .await
         .unwrap();
@@ -77,6 +78,7 @@ async fn conversations_threads_and_counts_survive_a_restart() {
                 url: "https://example.com/book".into(),
             })),
             request_id: String::new(),
+            audience: 0,
         })
         .await
         .unwrap();
@@ -196,11 +198,15 @@ async fn keys_still_authenticate_after_a_restart() {
         theirs
     );
 
-    // Roles survived too: the visitor key still may not list.
+    // Roles survived too: the visitor key still may not close.
     let refused = app
         .visitor()
         .await
-        .list_conversations(pb::ListConversationsRequest::default())
+        .close_conversation(pb::CloseConversationRequest {
+            conversation_id: theirs.clone(),
+            agent: Some(dana()),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);

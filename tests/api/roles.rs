@@ -186,7 +186,7 @@ async fn a_visitor_key_sends_as_the_visitor_but_not_as_an_agent() {
 }
 
 #[tokio::test]
-async fn a_visitor_key_cannot_close_mark_pending_reopen_or_list_conversations() {
+async fn a_visitor_key_cannot_close_mark_pending_reopen_or_assign() {
     let app = TestApp::spawn().await;
     let mut agent = app.agent().await;
     let mut visitor = app.visitor().await;
@@ -222,13 +222,15 @@ async fn a_visitor_key_cannot_close_mark_pending_reopen_or_list_conversations() 
     );
     denied(
         visitor
-            .list_conversations(pb::ListConversationsRequest {
-                visitor_id: VISITOR.into(),
+            .assign_conversation(pb::AssignConversationRequest {
+                conversation_id: open.clone(),
+                agent: Some(dana()),
+                assignee: Some(dana()),
                 ..Default::default()
             })
             .await
             .map(|_| ()),
-        "list conversations",
+        "assign",
     );
 
     assert_eq!(seen(&app, &mut agent, &open).await, open_before);

@@ -37,6 +37,7 @@ async fn send(
             sender: Some(sender),
             content: Some(content),
             request_id: String::new(),
+            audience: 0,
         })
         .await
         .expect("send")
@@ -447,7 +448,7 @@ async fn meeting_links_and_appointments_round_trip() {
 }
 
 #[tokio::test]
-async fn the_assignee_is_the_agent_who_last_acted() {
+async fn the_first_agent_to_reply_owns_the_conversation_and_later_actions_keep_the_assignee() {
     let app = TestApp::spawn().await;
     let mut agent = app.agent().await;
     let mut visitor = app.visitor().await;
@@ -457,46 +458,51 @@ async fn the_assignee_is_the_agent_who_last_acted() {
     assert_eq!(started.assignee, None, "no agent has acted yet");
     let id = started.conversation_id;
 
-    let after_message = send(&mut agent, &id, Sender::Agent(ari.clone()), text("hi")).await;
-    assert_eq!(
-        after_message.conversation.expect("conversation").assignee,
-        Some(ari.clone()),
-        "an agent message assigns"
-    );
-    send(&mut visitor, &id, as_visitor(VISITOR), text("hello")).await;
-    assert_eq!(
-        get(&mut agent, &id, "").await.assignee,
-        Some(ari.clone()),
-        "a visitor message does not"
-    );
-
+    // Acting on an unassigned conversation does not take it.
     let pending = mark_pending(&mut agent, &id, dana())
         .await
         .conversation
         .expect("conversation");
-    assert_eq!(pending.assignee, Some(dana()), "a status change assigns");
-    send(&mut visitor, &id, as_visitor(VISITOR), text("back")).await;
-    assert_eq!(get(&mut agent, &id, "").await.assignee, Some(dana()));
+    assert_eq!(pending.assignee, None, "a status change does not assign");
+    send(&mut visitor, &id, as_visitor(VISITOR), text("hello")).await;
+    assert_eq!(
+        get(&mut agent, &id, "").await.assignee,
+        None,
+        "a visitor message does not"
+    );
 
+    let after_reply = send(&mut agent, &id, Sender::Agent(ari.clone()), text("hi")).await;
+    assert_eq!(
+        after_reply.conversation.expect("conversation").assignee,
+        Some(ari.clone()),
+        "the first reply to an unassigned conversation assigns its author"
+    );
+    send(&mut agent, &id, Sender::Agent(bo.clone()), text("me too")).await;
+    assert_eq!(
+        get(&mut agent, &id, "").await.assignee,
+        Some(ari.clone()),
+        "a later reply by another agent does not"
+    );
+
+    mark_pending(&mut agent, &id, dana()).await;
+    send(&mut visitor, &id, as_visitor(VISITOR), text("back")).await;
     let closed = close(&mut agent, &id, bo.clone())
         .await
         .conversation
         .expect("conversation");
-    assert_eq!(closed.assignee, Some(bo.clone()));
+    assert_eq!(closed.assignee, Some(ari.clone()), "status changes keep it");
     restart(&mut visitor, &id).await;
+    reopen_after_close(&mut agent, &id, &bo).await;
     assert_eq!(
         get(&mut agent, &id, "").await.assignee,
-        Some(bo),
-        "a visitor restart does not"
+        Some(ari),
+        "a restart, a close and a reopen keep it"
     );
-
-    send(
-        &mut agent,
-        &id,
-        Sender::Agent(ari.clone()),
-        text("welcome back"),
-    )
-    .await;
-    assert_eq!(get(&mut agent, &id, "").await.assignee, Some(ari));
     app.stop().await;
+}
+
+/// Closes and reopens `id` as `agent`.
+async fn reopen_after_close(agent: &mut Client, id: &str, who: &pb::AgentRef) {
+    close(agent, id, who.clone()).await;
+    reopen(agent, id, who.clone()).await;
 }

@@ -13,6 +13,7 @@ use conversations::{
         credentials::{IssuedKey, Role},
         lifecycle::{self, AgentAction},
         message::stored_agent,
+        timers::WorkspaceSettings,
         values::VisitorId,
     },
     pb,
@@ -83,7 +84,12 @@ fn decide(
     workspace: WorkspaceId,
     current: Option<&Conversation>,
 ) -> lifecycle::Change {
-    lifecycle::decide(command, workspace, current, None, now(), &mut UlidIds).expect("allowed")
+    let context = lifecycle::Context {
+        workspace_id: workspace,
+        settings: &WorkspaceSettings::default(),
+        now: now(),
+    };
+    lifecycle::decide(command, context, current, None, &mut UlidIds).expect("allowed")
 }
 
 #[tokio::test]
@@ -148,6 +154,7 @@ async fn an_old_database_is_renumbered_per_workspace_in_order_and_replays_renumb
         action: AgentAction::Close,
         agent: agent.clone(),
         etag: None,
+        snooze_end_time: None,
     };
     let a1_closed = decide(&close, default, Some(&a1.conversation));
     let closed_at = write_old(&mut conn, &a1_closed, &mut next).await; // 3, 4

@@ -108,6 +108,7 @@ impl Fixture {
             sender: Some(Sender::Agent(dana())),
             content: Some(content),
             request_id: String::new(),
+            audience: 0,
         }
     }
 }
@@ -491,6 +492,7 @@ async fn every_bad_field_is_reported_at_once() {
             })),
             content: Some(Content::Text("  ".into())),
             request_id: "r".repeat(65),
+            audience: 0,
         })
         .await;
     f.assert_invalid(

@@ -1,7 +1,7 @@
 //! Visitors never see agent-only data (issue 8): not which channel an agent
 //! acted from, not the answers a flow collected, not a handoff note or any
-//! other agents-only message, in any response or event a visitor key can
-//! read. One conversation lives through everything that writes such data;
+//! other agents-only message, not an internal note, an assignment or a
+//! snooze (issue 10), in any response or event a visitor key can read. One conversation lives through everything that writes such data;
 //! then every RPC a visitor key may call is walked, and each answer is
 //! searched. The same walk with an agent key finds all of it, so the search
 //! is known to look in the right places.
@@ -23,14 +23,20 @@ const ANSWER: &str = "Hidden Holdings";
 /// Words only agents' views contain: channel names (as the Debug rendering
 /// of the enum and as the sentences' labels), the question's key, and the
 /// handoff note's sentence.
-const AGENT_ONLY_WORDS: [&str; 6] = [
+const AGENT_ONLY_WORDS: [&str; 10] = [
     "Slack",
     "MsTeams",
     "MS Teams",
     "Inbox",
     QUESTION_KEY,
     "The visitor is waiting for an agent",
+    NOTE,
+    "assigned the conversation",
+    "snoozed the conversation",
+    "snooze_end_time: Some",
 ];
+/// An agent's internal note.
+const NOTE: &str = "Budget is 50k, loop in sales engineering";
 
 /// Everything one client was shown: every conversation, message and event
 /// (pulled out of whatever carried them), and every answer's rendering.
@@ -71,6 +77,10 @@ impl Seen {
                 self.actors.extend(changed.actor.clone());
             }
             Some(Payload::MessagePosted(posted)) => self.message(posted.message.as_ref()),
+            Some(Payload::ConversationAssigned(assigned)) => {
+                self.conversation(assigned.conversation.as_ref());
+                self.actors.extend(assigned.actor.clone());
+            }
             None => panic!("an event without a payload: {event:?}"),
         }
     }
@@ -200,9 +210,41 @@ async fn live_through_everything(app: &TestApp, visitor: &mut Client) -> (String
         .await
         .expect("agent reply");
     agent
-        .mark_conversation_pending(mark_pending_request(&id, teams.clone()))
+        .send_message(pb::SendMessageRequest {
+            audience: Audience::Agents.into(),
+            ..text_request(
+                &id,
+                pb::send_message_request::Sender::Agent(inbox.clone()),
+                NOTE,
+                "",
+            )
+        })
         .await
-        .expect("pending");
+        .expect("note");
+    agent
+        .assign_conversation(pb::AssignConversationRequest {
+            conversation_id: id.clone(),
+            agent: Some(inbox.clone()),
+            assignee: Some(teams.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("assign");
+    let in_a_day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        + 86_400;
+    agent
+        .mark_conversation_pending(pb::MarkConversationPendingRequest {
+            snooze_end_time: Some(prost_types::Timestamp {
+                seconds: in_a_day,
+                nanos: 0,
+            }),
+            ..mark_pending_request(&id, teams.clone())
+        })
+        .await
+        .expect("snooze");
     agent
         .reopen_conversation(reopen_request(&id, inbox))
         .await
@@ -255,6 +297,20 @@ async fn read_everything(client: &mut Client, id: &str, visitor_id: &str, seen: 
         .into_inner();
     seen.response(&got);
     seen.conversation(got.conversation.as_ref());
+
+    // The visitor's conversations, as a widget lists past chats.
+    let listed = client
+        .list_conversations(pb::ListConversationsRequest {
+            visitor_id: VISITOR.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list conversations")
+        .into_inner();
+    seen.response(&listed);
+    for conversation in &listed.conversations {
+        seen.conversation(Some(conversation));
+    }
 
     let mut page_token = String::new();
     loop {

@@ -28,6 +28,8 @@ mod keys;
 mod messages;
 #[path = "../sql/operations.rs"]
 mod operations;
+#[path = "../sql/settings.rs"]
+mod settings;
 
 mod notify;
 
@@ -61,6 +63,9 @@ mod dialect {
     pub const WORKSPACE_OF_LISTED_IDS: &str = "workspace_id";
     /// Locks the selected rows until the transaction ends.
     pub const LOCK_ROWS: &str = " FOR UPDATE";
+    /// Claiming due timers: rows another server's claim (or batch) holds
+    /// are passed over, not waited for.
+    pub const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
     /// Servers starting together on an empty database: the first creates
     /// `default`, the others wait and then find it.
     pub const BOOTSTRAP_LOCK: &[&str] = &["LOCK TABLE workspaces IN SHARE ROW EXCLUSIVE MODE"];

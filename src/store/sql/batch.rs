@@ -17,10 +17,11 @@ use std::collections::HashMap;
 
 use sqlx::Transaction;
 
-use super::{Backend, Db, conversations, counters, events, flows, idempotency, messages};
+use super::{Backend, Db, conversations, counters, events, flows, idempotency, messages, settings};
 use crate::{
     domain::{
         Conversation, WorkspaceId,
+        timers::WorkspaceSettings,
         values::{ConversationId, RequestId},
     },
     store::{
@@ -92,6 +93,16 @@ impl BatchTx {
         idempotency::find_many(&mut self.tx, keys).await
     }
 
+    /// The settings of these workspaces, as the batch decides with them
+    /// (read after [`Self::tallies`], so a settings change is either wholly
+    /// before the batch or wholly after it).
+    pub async fn settings(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
+        settings::get_many(&mut self.tx, workspaces).await
+    }
+
     /// The workspace's default flow id.
     pub async fn default_flow_id(
         &mut self,
@@ -130,7 +141,7 @@ impl BatchTx {
 
 async fn write(tx: &mut super::Conn, writes: &Writes) -> Result<(), StoreError> {
     if !writes.conversations.is_empty() {
-        conversations::upsert(tx, &writes.conversations).await?;
+        conversations::upsert(tx, &writes.conversations, &writes.due_times).await?;
     }
     if !writes.messages.is_empty() {
         let workspaces: HashMap<&ConversationId, WorkspaceId> = writes

@@ -11,14 +11,14 @@ use crate::{
     },
     store::{
         StoreError, micros,
-        model::{ListCursor, ListFilter},
+        model::{AssigneeFilter, DueTimer, ListCursor, ListFilter},
         rows_per_statement,
     },
 };
 
 const COLUMNS: &str = "conversation_id, workspace_id, visitor_id, status, assignee_agent_id, \
      assignee_display_name, assignee_channel, create_time, update_time, status_change_time, \
-     close_time, version, message_count, everyone_message_count, flow_run";
+     close_time, version, message_count, everyone_message_count, flow_run, snooze_end_time";
 
 fn from_row(row: &DbRow) -> Result<Conversation, StoreError> {
     let status: String = row.try_get("status")?;
@@ -50,6 +50,7 @@ fn from_row(row: &DbRow) -> Result<Conversation, StoreError> {
             .try_get::<Option<String>, _>("flow_run")?
             .map(|json| serde_json::from_str(&json))
             .transpose()?,
+        snooze_end_time: micros(row.try_get("snooze_end_time")?),
     })
 }
 
@@ -92,16 +93,7 @@ pub async fn list(
         }
         query.push(")");
     }
-    if let Some(agent_id) = &filter.assignee_agent_id {
-        query
-            .push(" AND assignee_agent_id = ")
-            .push_bind(agent_id.as_str().to_owned());
-    }
-    if let Some(visitor_id) = &filter.visitor_id {
-        query
-            .push(" AND visitor_id = ")
-            .push_bind(visitor_id.as_str().to_owned());
-    }
+    push_scope(&mut query, filter);
     if let Some(cursor) = cursor {
         query
             .push(" AND (update_time, conversation_id) < (")
@@ -117,19 +109,112 @@ pub async fn list(
     rows.iter().map(from_row).collect()
 }
 
+/// The filter's assignee and visitor conditions.
+fn push_scope(query: &mut QueryBuilder<'_, Db>, filter: &ListFilter) {
+    match &filter.assignee {
+        AssigneeFilter::Any => {}
+        AssigneeFilter::Agent(agent_id) => {
+            query
+                .push(" AND assignee_agent_id = ")
+                .push_bind(agent_id.as_str().to_owned());
+        }
+        AssigneeFilter::Unassigned => {
+            query.push(" AND assignee_agent_id IS NULL");
+        }
+    }
+    if let Some(visitor_id) = &filter.visitor_id {
+        query
+            .push(" AND visitor_id = ")
+            .push_bind(visitor_id.as_str().to_owned());
+    }
+}
+
+/// The conversations of the filter's assignee and visitor per status (its
+/// statuses aside), in [`Status::ALL`] order: "my Open / Pending / Closed".
+pub async fn scoped_counts(
+    conn: &mut Conn,
+    workspace_id: WorkspaceId,
+    filter: &ListFilter,
+) -> Result<[i64; 3], StoreError> {
+    let mut query = QueryBuilder::<Db>::new(
+        "SELECT status, COUNT(*) AS n FROM conversations WHERE workspace_id = ",
+    );
+    query.push_bind(workspace_id.0);
+    push_scope(&mut query, filter);
+    query.push(" GROUP BY status");
+    let mut counts = [0; 3];
+    for row in query.build().fetch_all(conn).await? {
+        let status: String = row.try_get("status")?;
+        let status = Status::from_stored(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status:?}")))?;
+        counts[status.index()] = row.try_get("n")?;
+    }
+    Ok(counts)
+}
+
+/// Claims up to `limit` conversations whose timer is due at `now` and not
+/// claimed by a server already, until `until`: one statement. On PostgreSQL
+/// rows another transaction holds are skipped, not waited for, so servers
+/// polling together claim different rows.
+pub async fn claim_due(
+    conn: &mut Conn,
+    now: Micros,
+    until: Micros,
+    limit: i64,
+) -> Result<Vec<DueTimer>, StoreError> {
+    let sql = format!(
+        "UPDATE conversations SET timer_claim_until = $1 \
+         WHERE (workspace_id, conversation_id) IN (\
+             SELECT workspace_id, conversation_id FROM conversations \
+             WHERE due_time <= $2 AND (timer_claim_until IS NULL OR timer_claim_until <= $2) \
+             ORDER BY due_time LIMIT $3{}) \
+         RETURNING workspace_id, conversation_id",
+        super::dialect::SKIP_LOCKED
+    );
+    let rows = sqlx::query(&sql)
+        .bind(until.0)
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DueTimer {
+                workspace_id: WorkspaceId(row.try_get("workspace_id")?),
+                conversation_id: ConversationId::from_trusted(row.try_get("conversation_id")?),
+            })
+        })
+        .collect()
+}
+
 /// Writes `conversations` (new or changed) with one statement per chunk:
 /// an insert of each row that replaces the stored row of a conversation that
 /// exists. Only a batch calls it, inside its transaction, after reading
 /// those rows in the same transaction.
-pub async fn upsert(conn: &mut Conn, conversations: &[Conversation]) -> Result<(), StoreError> {
+///
+/// Each row is written with its due time (`due_times`, in the same order)
+/// and with no timer claim: a change releases a claim, and the timer it
+/// leaves is judged afresh.
+pub async fn upsert(
+    conn: &mut Conn,
+    conversations: &[Conversation],
+    due_times: &[Option<Micros>],
+) -> Result<(), StoreError> {
+    if due_times.len() != conversations.len() {
+        return Err(StoreError::Corrupt(
+            "a due time for each conversation written".into(),
+        ));
+    }
     let flows = conversations
         .iter()
         .map(flow_json)
         .collect::<Result<Vec<_>, _>>()?;
-    let rows: Vec<_> = conversations.iter().zip(&flows).collect();
-    for chunk in rows.chunks(rows_per_statement(15)) {
-        let mut query = QueryBuilder::<Db>::new(format!("INSERT INTO conversations ({COLUMNS}) "));
-        query.push_values(chunk, |mut row, (c, flow)| {
+    let rows: Vec<_> = conversations.iter().zip(&flows).zip(due_times).collect();
+    for chunk in rows.chunks(rows_per_statement(17)) {
+        let mut query = QueryBuilder::<Db>::new(format!(
+            "INSERT INTO conversations ({COLUMNS}, due_time, timer_claim_until) "
+        ));
+        query.push_values(chunk, |mut row, ((c, flow), due)| {
             row.push_bind(c.id.as_str())
                 .push_bind(c.workspace_id.0)
                 .push_bind(c.visitor_id.as_str())
@@ -144,7 +229,10 @@ pub async fn upsert(conn: &mut Conn, conversations: &[Conversation]) -> Result<(
                 .push_bind(c.version)
                 .push_bind(c.message_count)
                 .push_bind(c.everyone_message_count)
-                .push_bind(flow.as_deref());
+                .push_bind(flow.as_deref())
+                .push_bind(c.snooze_end_time.map(|t| t.0))
+                .push_bind(due.map(|t| t.0))
+                .push_bind(None::<i64>);
         });
         query.push(format!(
             " ON CONFLICT ({}) DO UPDATE SET status = excluded.status, \
@@ -153,7 +241,9 @@ pub async fn upsert(conn: &mut Conn, conversations: &[Conversation]) -> Result<(
              assignee_channel = excluded.assignee_channel, update_time = excluded.update_time, \
              status_change_time = excluded.status_change_time, close_time = excluded.close_time, \
              version = excluded.version, message_count = excluded.message_count, \
-             everyone_message_count = excluded.everyone_message_count, flow_run = excluded.flow_run",
+             everyone_message_count = excluded.everyone_message_count, flow_run = excluded.flow_run, \
+             snooze_end_time = excluded.snooze_end_time, due_time = excluded.due_time, \
+             timer_claim_until = NULL",
             super::dialect::CONVERSATION_KEY
         ));
         query.build().execute(&mut *conn).await?;

@@ -5,15 +5,21 @@
 
 use std::collections::HashMap;
 
-use super::{Backend, conversations, counters, events, flows, idempotency, keys, messages};
+use super::{
+    Backend, conversations, counters, events, flows, idempotency, keys, messages, settings,
+};
 use crate::{
     domain::lifecycle::Event,
     domain::{
-        Conversation, Message, Micros, WorkspaceId, scope::EventScope, values::ConversationId,
+        Conversation, Message, Micros, WorkspaceId, scope::EventScope, timers::WorkspaceSettings,
+        values::ConversationId,
     },
     store::{
         StoreError,
-        model::{DefaultFlow, ListCursor, ListFilter, NewKey, StoredFlow, StoredKey, Tally},
+        model::{
+            ConversationRows, DefaultFlow, DueTimer, ListCursor, ListFilter, NewKey, StoredFlow,
+            StoredKey, Tally,
+        },
     },
 };
 
@@ -27,20 +33,65 @@ impl Backend {
         conversations::get(&mut *self.read().await?, workspace_id, id).await
     }
 
-    /// A page of the workspace's conversations and its counters, from one
-    /// snapshot.
+    /// A page of the workspace's conversations, its counters and (for a
+    /// scoped filter) the filter's counts per status, from one snapshot.
     pub async fn conversation_page(
         &self,
         workspace_id: WorkspaceId,
         filter: &ListFilter,
         cursor: Option<&ListCursor>,
         limit: i64,
-    ) -> Result<(Vec<Conversation>, Tally), StoreError> {
+    ) -> Result<ConversationRows, StoreError> {
         let mut tx = self.begin_read().await?;
         let tally = counters::get(&mut tx, workspace_id).await?;
         let page = conversations::list(&mut tx, workspace_id, filter, cursor, limit).await?;
+        let scoped_counts = if filter.scoped() {
+            Some(conversations::scoped_counts(&mut tx, workspace_id, filter).await?)
+        } else {
+            None
+        };
         tx.commit().await?;
-        Ok((page, tally))
+        Ok(ConversationRows {
+            conversations: page,
+            tally,
+            scoped_counts,
+        })
+    }
+
+    /// The workspace's settings; None when there is no such workspace.
+    pub async fn settings(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> Result<Option<WorkspaceSettings>, StoreError> {
+        let mut found = settings::get_many(&mut *self.read().await?, &[workspace_id]).await?;
+        Ok(found.remove(&workspace_id))
+    }
+
+    /// Replaces the workspace's settings and reschedules its conversations'
+    /// timers by them, one after or before any batch of the workspace.
+    pub async fn update_settings(
+        &self,
+        workspace_id: WorkspaceId,
+        next: &WorkspaceSettings,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        counters::lock_many(&mut tx, &[workspace_id]).await?;
+        settings::put(&mut tx, workspace_id, next).await?;
+        self.commit(tx).await
+    }
+
+    /// Claims up to `limit` conversations whose timer is due at `now`, for
+    /// this server until `until`.
+    pub async fn claim_due(
+        &self,
+        now: Micros,
+        until: Micros,
+        limit: i64,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let claimed = conversations::claim_due(&mut tx, now, until, limit).await?;
+        self.commit(tx).await?;
+        Ok(claimed)
     }
 
     /// A conversation and a page of its thread, from one snapshot; None when

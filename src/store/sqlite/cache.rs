@@ -87,6 +87,7 @@ mod tests {
             message_count: 0,
             everyone_message_count: 0,
             flow: None,
+            snooze_end_time: None,
         }
     }
 

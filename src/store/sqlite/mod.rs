@@ -36,6 +36,8 @@ mod keys;
 mod messages;
 #[path = "../sql/operations.rs"]
 mod operations;
+#[path = "../sql/settings.rs"]
+mod settings;
 
 use std::{
     path::Path,
@@ -77,6 +79,8 @@ mod dialect {
     pub const WORKSPACE_OF_LISTED_IDS: &str = "+workspace_id";
     /// Row locks: none, the transaction holds the file's write lock.
     pub const LOCK_ROWS: &str = "";
+    /// Claiming due timers: the transaction holds the file's write lock.
+    pub const SKIP_LOCKED: &str = "";
     /// Statements that make bootstrapping exclusive: none beyond the write
     /// lock.
     pub const BOOTSTRAP_LOCK: &[&str] = &[];
