@@ -207,7 +207,7 @@ pass "health check of $SERVICE by name is SERVING"
 gc "$ADDR" describe "$SERVICE" >"$WORK/describe.txt" 2>&1 || { cat "$WORK/describe.txt" >&2; fail "grpcurl describe failed"; }
 for rpc in StartConversation GetConversation ListConversations SendMessage ListMessages \
     CloseConversation MarkConversationPending ReopenConversation RestartConversation \
-    WatchEvents ListEvents; do
+    WatchEvents ListEvents AssignConversation; do
     grep -q "rpc $rpc " "$WORK/describe.txt" || { cat "$WORK/describe.txt" >&2; fail "describe lacks rpc $rpc"; }
 done
 if ! gc "$ADDR" describe conversations.v1.Conversation >"$WORK/describe-msg.txt" 2>&1 ||
@@ -215,7 +215,7 @@ if ! gc "$ADDR" describe conversations.v1.Conversation >"$WORK/describe-msg.txt"
     cat "$WORK/describe-msg.txt" >&2
     fail "describe conversations.v1.Conversation failed"
 fi
-pass "describe $SERVICE shows all 11 RPCs; message types resolve"
+pass "describe $SERVICE shows all 12 RPCs; message types resolve"
 
 # --- authentication --------------------------------------------------------------
 call_err GetConversation "" '{"conversationId":"conv_nope"}' "$WORK/noauth.txt"
@@ -388,6 +388,34 @@ if "$BIN" --database "$DB" workspace create acme >"$WORK/ws-again.txt" 2>&1; the
 fi
 grep -q 'already exists' "$WORK/ws-again.txt" || { cat "$WORK/ws-again.txt" >&2; fail "duplicate workspace error does not say so"; }
 pass "CLI: a duplicate workspace is refused with a clear error"
+
+# Auto-close from the CLI, while serving: acme's conversation, idle already,
+# closes within the poll; then an assignment through grpcurl.
+admin "$WORK/settings.txt" workspace settings --workspace acme --auto-close-after 1s \
+    --auto-close-message "We closed this chat after a second without activity."
+grep -q 'auto-close after 1 second' "$WORK/settings.txt" ||
+    { cat "$WORK/settings.txt" >&2; fail "workspace settings did not show auto-close"; }
+ACME_CONV=$(json "$WORK/acme-start.json" 'd["conversation"]["conversation_id"]')
+for _ in $(seq 1 100); do
+    call GetConversation "$ACME_KEY" "{\"conversationId\":\"$ACME_CONV\"}" "$WORK/acme-idle.json"
+    [[ $(json "$WORK/acme-idle.json" 'd["conversation"]["status"]') == CONVERSATION_STATUS_CLOSED ]] && break
+    sleep 0.1
+done
+[[ $(json "$WORK/acme-idle.json" 'd["conversation"]["status"]') == CONVERSATION_STATUS_CLOSED ]] ||
+    { cat "$WORK/acme-idle.json" >&2; fail "auto-close did not close the idle conversation"; }
+call ListMessages "$ACME_KEY" "{\"conversationId\":\"$ACME_CONV\"}" "$WORK/acme-closed-thread.json"
+grep -q 'We closed this chat after a second without activity.' "$WORK/acme-closed-thread.json" &&
+    grep -q 'TRANSACTIONAL_KIND_CONVERSATION_AUTO_CLOSED' "$WORK/acme-closed-thread.json" ||
+    { cat "$WORK/acme-closed-thread.json" >&2; fail "the auto-close wrote neither the visitor's text nor the Inbox note"; }
+call AssignConversation "$ACME_KEY" \
+    "{\"conversationId\":\"$ACME_CONV\",\"agent\":{\"agentId\":\"dana\"},\"assignee\":{\"agentId\":\"sam\",\"displayName\":\"Sam\"}}" \
+    "$WORK/acme-assign.json"
+[[ $(json "$WORK/acme-assign.json" 'd["conversation"]["assignee"]["agent_id"]') == sam ]] ||
+    { cat "$WORK/acme-assign.json" >&2; fail "AssignConversation did not assign"; }
+admin "$WORK/settings-off.txt" workspace settings --workspace acme --auto-close-after off
+grep -q 'auto-close is off' "$WORK/settings-off.txt" ||
+    { cat "$WORK/settings-off.txt" >&2; fail "workspace settings did not turn auto-close off"; }
+pass "CLI: workspace settings turns auto-close on (the idle conversation closes, the visitor told) and off; AssignConversation through grpcurl"
 
 # A stream of the key, open while it is revoked, must end too.
 ACME_WATCH="$WORK/acme-watch.txt"

@@ -10,7 +10,7 @@ use conversations::{
     app::{App, LimitsConfig, admin},
     domain::credentials::Role,
     feed::FeedConfig,
-    grpc::{ConversationsApi, FlowsApi},
+    grpc::{ConversationsApi, FlowsApi, WorkspacesApi},
     pb::{self, conversation_service_server::ConversationService},
     store::Store,
 };
@@ -23,6 +23,7 @@ pub struct Harness {
     pub runtime: tokio::runtime::Runtime,
     pub api: ConversationsApi,
     pub flows: FlowsApi,
+    pub workspaces: WorkspacesApi,
     /// Keys of workspace `default`: agent, visitor, admin.
     pub keys: [String; 3],
     /// An agent key of workspace `other`.
@@ -82,11 +83,13 @@ fn build() -> Harness {
         )
     });
     let api = ConversationsApi::new(app.clone());
-    let flows = FlowsApi::new(app);
+    let flows = FlowsApi::new(app.clone());
+    let workspaces = WorkspacesApi::new(app);
     let mut harness = Harness {
         runtime,
         api,
         flows,
+        workspaces,
         keys,
         other_key,
         conversations: Vec::new(),

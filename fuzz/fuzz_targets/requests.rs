@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use conversations::pb::{
     self, conversation_service_server::ConversationService, flow_service_server::FlowService,
+    workspace_service_server::WorkspaceService,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -41,7 +42,7 @@ fn call(h: &Harness, rpc: u8, key: &str, target: u8, bytes: &[u8]) -> Option<()>
             req
         }};
     }
-    match rpc % 16 {
+    match rpc % 19 {
         0 => answered(rt.block_on(
             api.start_conversation(h.request(key, decode::<pb::StartConversationRequest>(bytes)?)),
         )),
@@ -114,12 +115,21 @@ fn call(h: &Harness, rpc: u8, key: &str, target: u8, bytes: &[u8]) -> Option<()>
                     .update_flow(h.request(key, decode::<pb::UpdateFlowRequest>(bytes)?)),
             ),
         ),
-        _ => answered(
+        15 => answered(
             rt.block_on(
                 h.flows
                     .set_default_flow(h.request(key, decode::<pb::SetDefaultFlowRequest>(bytes)?)),
             ),
         ),
+        16 => answered(rt.block_on(api.assign_conversation(
+            h.request(key, aimed!(decode::<pb::AssignConversationRequest>(bytes)?)),
+        ))),
+        17 => answered(rt.block_on(h.workspaces.get_workspace_settings(
+            h.request(key, decode::<pb::GetWorkspaceSettingsRequest>(bytes)?),
+        ))),
+        _ => answered(rt.block_on(h.workspaces.update_workspace_settings(
+            h.request(key, decode::<pb::UpdateWorkspaceSettingsRequest>(bytes)?),
+        ))),
     }
     Some(())
 }

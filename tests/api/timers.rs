@@ -640,3 +640,40 @@ async fn bad_snoozes_and_settings_are_refused_with_field_violations_and_change_n
     assert_eq!(refused.code(), Code::PermissionDenied);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_timer_claimed_by_a_server_that_died_fires_once_the_claim_runs_out() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let id = start(&mut agent, VISITOR).await.conversation_id;
+    snooze(&mut agent, &id, 0.5).await;
+    // Another server claims the timer for 3 s, as a poll does, and dies
+    // before it fires it: its claim is all that is left of it.
+    let now = conversations::ids::now();
+    let claimed = app
+        .store()
+        .claim_due(
+            conversations::domain::Micros(now.0 + 1_000_000),
+            conversations::domain::Micros(now.0 + 3_000_000),
+            100,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        get(&mut agent, &id, "").await.status(),
+        Pending,
+        "due, but claimed: no other server fires it yet"
+    );
+    until_status(&mut agent, &id, Open).await;
+    assert_eq!(
+        count_kind(
+            &thread(&mut agent, &id, "").await,
+            TransactionalKind::SnoozeEnded
+        ),
+        1
+    );
+    app.stop().await;
+}
