@@ -917,6 +917,7 @@ impl<'a> Builder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::timers;
     use crate::domain::values::{AgentId, Channel, DisplayName, MessageText};
 
     struct Counter(u32);
@@ -1088,6 +1089,143 @@ mod tests {
         let reopened = decide(&reopen, context(30), Some(&closed), None, &mut Counter(50)).unwrap();
         assert_eq!(reopened.conversation.close_time, None);
         assert_eq!(reopened.messages[0].audience, Audience::Everyone);
+    }
+
+    fn say(current: &Conversation, sender: Sender, audience: Audience) -> Command {
+        Command::SendMessage {
+            conversation_id: current.id.clone(),
+            sender,
+            content: MessageContent::Text {
+                text: MessageText::parse("hi").unwrap(),
+            },
+            audience,
+        }
+    }
+
+    #[test]
+    fn the_first_reply_assigns_a_note_does_not_and_status_changes_keep_the_assignee() {
+        let current = started(Status::Open);
+        let noted = decide(
+            &say(&current, Sender::Agent(agent()), Audience::Agents),
+            context(20),
+            Some(&current),
+            None,
+            &mut Counter(0),
+        )
+        .unwrap();
+        assert_eq!(noted.conversation.assignee, None);
+        assert_eq!(noted.conversation.everyone_message_count, 0);
+        let replied = decide(
+            &say(
+                &noted.conversation,
+                Sender::Agent(agent()),
+                Audience::Everyone,
+            ),
+            context(30),
+            Some(&noted.conversation),
+            None,
+            &mut Counter(10),
+        )
+        .unwrap();
+        assert_eq!(replied.conversation.assignee, Some(agent()));
+        let kinds: Vec<_> = replied.events.iter().map(|e| e.payload.kind()).collect();
+        assert_eq!(kinds, ["message_posted", "conversation_assigned"]);
+        let mut sam = agent();
+        sam.agent_id = AgentId::parse("sam").unwrap();
+        let closed = decide(
+            &Command::ChangeStatus {
+                conversation_id: current.id.clone(),
+                action: AgentAction::Close,
+                agent: sam,
+                etag: None,
+                snooze_end_time: None,
+            },
+            context(40),
+            Some(&replied.conversation),
+            None,
+            &mut Counter(20),
+        )
+        .unwrap();
+        assert_eq!(closed.conversation.assignee, Some(agent()));
+    }
+
+    #[test]
+    fn a_timer_fires_only_what_is_due_and_auto_close_tells_the_visitor_first() {
+        let settings = WorkspaceSettings {
+            auto_close: Some(
+                timers::AutoClose::new(1_000_000, Some(MessageText::parse("Bye for now").unwrap()))
+                    .unwrap(),
+            ),
+        };
+        let at = |now| Context {
+            workspace_id: WorkspaceId(1),
+            settings: &settings,
+            now: Micros(now),
+        };
+        let fire = |c: &Conversation| Command::Fire {
+            conversation_id: c.id.clone(),
+        };
+        let current = started(Status::Pending);
+        // Idle since 10 µs: due at 1_000_010.
+        let early = decide(
+            &fire(&current),
+            at(999_999),
+            Some(&current),
+            None,
+            &mut Counter(0),
+        );
+        assert_eq!(
+            early.unwrap_err(),
+            DecideError::Refused(Refusal::NothingDue)
+        );
+        let closed = decide(
+            &fire(&current),
+            at(1_000_010),
+            Some(&current),
+            None,
+            &mut Counter(0),
+        )
+        .unwrap();
+        assert_eq!(closed.conversation.status, Status::Closed);
+        assert_eq!(closed.messages[0].audience, Audience::Everyone);
+        assert_eq!(closed.messages[0].author, Author::System);
+        match &closed.messages[1].content {
+            MessageContent::Transactional(t) => assert_eq!(t.kind, TransactionalKind::AutoClosed),
+            other => panic!("{other:?}"),
+        }
+        let again = decide(
+            &fire(&closed.conversation),
+            at(9_000_000),
+            Some(&closed.conversation),
+            None,
+            &mut Counter(0),
+        );
+        assert_eq!(
+            again.unwrap_err(),
+            DecideError::Refused(Refusal::NothingDue)
+        );
+
+        // Snoozed: the snooze ends first, and the idle time starts there.
+        let mut snoozed = started(Status::Pending);
+        snoozed.snooze_end_time = Some(Micros(5_000_000));
+        assert_eq!(
+            timers::due_time(&snoozed, &settings),
+            Some(Micros(5_000_000))
+        );
+        let woken = decide(
+            &fire(&snoozed),
+            at(5_000_000),
+            Some(&snoozed),
+            None,
+            &mut Counter(0),
+        )
+        .unwrap();
+        assert_eq!(woken.conversation.status, Status::Open);
+        assert_eq!(woken.conversation.snooze_end_time, None);
+        assert_eq!(
+            timers::due_time(&woken.conversation, &settings),
+            Some(Micros(6_000_000))
+        );
     }
 
     #[test]
