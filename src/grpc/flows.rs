@@ -25,13 +25,9 @@ impl FlowsApi {
         Self { app }
     }
 
-    /// The authenticated caller, refused unless it holds an admin key: the
-    /// role is checked before the request, so a caller without the right
-    /// learns that first.
+    /// The authenticated caller, with an admin key.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = self.app.admit(super::authorization(request)).await?;
-        caller.require_admin()?;
-        Ok(caller)
+        super::admin_caller(&self.app, request).await
     }
 }
 

@@ -20,3 +20,16 @@ fn authorization<T>(request: &tonic::Request<T>) -> Option<&str> {
         .get("authorization")
         .map(|v| v.to_str().unwrap_or_default())
 }
+
+/// The authenticated caller of an admin service (flows, workspace
+/// settings), refused unless it holds an admin key: the role is checked
+/// before the request is read, so a caller without the right learns that
+/// first.
+async fn admin_caller<T>(
+    app: &crate::app::App,
+    request: &tonic::Request<T>,
+) -> Result<crate::app::Caller, tonic::Status> {
+    let caller = app.admit(authorization(request)).await?;
+    caller.require_admin()?;
+    Ok(caller)
+}

@@ -21,12 +21,9 @@ impl WorkspacesApi {
         Self { app }
     }
 
-    /// The authenticated caller, refused before the request is read unless
-    /// it holds an admin key.
+    /// The authenticated caller, with an admin key.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = self.app.admit(super::authorization(request)).await?;
-        caller.require_admin()?;
-        Ok(caller)
+        super::admin_caller(&self.app, request).await
     }
 }
 
