@@ -387,7 +387,7 @@ impl Store {
         dispatch!(self, b => b.checkpoint().await)
     }
 
-    /// Closes every connection.
+    /// Closes every connection, and lets go of the SQLite file's server lock.
     pub async fn close(&self) {
         dispatch!(self, b => b.close().await)
     }

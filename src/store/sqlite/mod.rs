@@ -97,7 +97,9 @@ pub struct Backend {
     feed: SqlitePool,
     /// What the batches wrote, while this store holds the server lock.
     cache: Option<Arc<Mutex<cache::Cache>>>,
-    _lock: Option<Arc<lock::ServerLock>>,
+    /// The file's server lock, while serving; [`Self::close`] lets it go at
+    /// once, whatever clones of the store tasks still hold.
+    lock: Option<Arc<Mutex<Option<lock::ServerLock>>>>,
 }
 
 impl Backend {
@@ -125,7 +127,7 @@ impl Backend {
             reader: pool(4, options.clone()),
             feed: pool(2, options),
             cache: lock.is_some().then(Default::default),
-            _lock: lock.map(Arc::new),
+            lock: lock.map(|lock| Arc::new(Mutex::new(Some(lock)))),
         })
     }
 
@@ -201,6 +203,12 @@ impl Backend {
         self.reader.close().await;
         self.admin.close().await;
         self.batch.close().await;
+        // No connection is left: another server may have the file now,
+        // even before the last clone of this store (in a task still
+        // winding down) is dropped.
+        if let Some(Ok(mut lock)) = self.lock.as_ref().map(|l| l.lock()) {
+            lock.take();
+        }
     }
 }
 
