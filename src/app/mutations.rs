@@ -36,13 +36,15 @@ fn method(command: &Command) -> &'static str {
     }
 }
 
+/// Whatever the key: only the server's timer task fires timers.
+const TIMERS_ARE_THE_SERVERS: AppError =
+    AppError::PermissionDenied("timers are the server's own; no key fires them");
+
 /// Refuses what the caller's role may not do.
 fn authorize(caller: &Caller, command: &Command) -> Result<(), AppError> {
     caller.require_conversation_access()?;
     if let Command::Fire { .. } = command {
-        return Err(AppError::PermissionDenied(
-            "timers are the server's own; no key fires them",
-        ));
+        return Err(TIMERS_ARE_THE_SERVERS);
     }
     if caller.role == Role::Agent {
         return Ok(());
@@ -63,9 +65,8 @@ fn authorize(caller: &Caller, command: &Command) -> Result<(), AppError> {
         Command::Assign { .. } => Err(AppError::PermissionDenied(
             "only agent keys can assign a conversation",
         )),
-        Command::Fire { .. } => Err(AppError::PermissionDenied(
-            "timers are the server's own; no key fires them",
-        )),
+        // Refused above for every role.
+        Command::Fire { .. } => Err(TIMERS_ARE_THE_SERVERS),
         Command::Start { agent: None, .. }
         | Command::SendMessage {
             sender: Sender::Visitor(_),
