@@ -1,4 +1,5 @@
-//! The group-commit writer: the one task that writes conversations.
+//! The group-commit writer: the one task that writes conversations, on a
+//! thread of its own.
 //!
 //! **Owns** the order of writes. Mutations queue to it; it takes what is
 //! queued (up to [`MAX_BATCH`] commands), decides each one in order with the
@@ -34,10 +35,7 @@ mod batch;
 use std::{collections::HashMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
-use tokio::{
-    sync::{Mutex, mpsc, oneshot, watch},
-    task::JoinHandle,
-};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::{
     domain::{
@@ -121,7 +119,7 @@ struct Job {
 pub struct Writer {
     queue: mpsc::Sender<Job>,
     stop: Arc<watch::Sender<bool>>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -142,11 +140,34 @@ impl Writer {
             feed,
             flows: HashMap::new(),
         };
-        let handle = tokio::spawn(task.run(jobs, stopped));
+        // Its own thread, with a runtime of its own: the store's answers
+        // (SQLite's worker thread, PostgreSQL's socket) wake the writer at
+        // once instead of queueing behind every RPC on the shared runtime,
+        // and the writer's chain of statements is the one serial path of
+        // every mutation.
+        let thread = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(task.run(jobs, stopped)),
+                    // Callers then hear Stopped: the queue's receiver is gone.
+                    Err(error) => tracing::error!(%error, "the writer's runtime failed to start"),
+                }
+            });
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                tracing::error!(%error, "the writer's thread failed to start");
+                None
+            }
+        };
         Self {
             queue,
             stop: Arc::new(stop),
-            task: Arc::new(Mutex::new(Some(handle))),
+            thread: Arc::new(Mutex::new(thread)),
         }
     }
 
@@ -166,10 +187,12 @@ impl Writer {
     /// submitted afterwards get [`WriteError::Stopped`].
     pub async fn stop(&self) {
         self.stop.send_replace(true);
-        if let Some(task) = self.task.lock().await.take()
-            && let Err(error) = task.await
-        {
-            tracing::error!(%error, "the writer task failed");
+        if let Some(thread) = self.thread.lock().await.take() {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::error!("the writer's thread panicked"),
+                Err(error) => tracing::error!(%error, "waiting for the writer's thread failed"),
+            }
         }
     }
 }

@@ -112,6 +112,9 @@ impl Backend {
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(30))
+                // A connection to a local file does not go stale; the
+                // check would cost a round trip to its worker per acquire.
+                .test_before_acquire(false)
                 .connect_lazy_with(options)
         };
         let admin = pool(1, options.clone());
@@ -119,8 +122,16 @@ impl Backend {
         // The batch writer's commits never run a checkpoint themselves (a
         // checkpoint copies pages into the database file and syncs it, which
         // would stall every caller of that batch); `checkpoint` does it
-        // beside them.
-        let batch = pool(1, options.clone().pragma("wal_autocheckpoint", "0"));
+        // beside them. Its page cache holds the index pages that batches
+        // touch all over a large workspace (64 MiB, against SQLite's 2 MiB
+        // default), so a batch rarely reads a page back from the file.
+        let batch = pool(
+            1,
+            options
+                .clone()
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("cache_size", "-65536"),
+        );
         Ok(Self {
             batch,
             admin,
