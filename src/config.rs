@@ -82,6 +82,13 @@ pub enum FlowCommand {
         #[arg(long, env = "CONVERSATIONS_WORKSPACE", default_value = "default")]
         workspace: String,
     },
+    /// List a workspace's flows: the newest version of each, and which one
+    /// is the default.
+    List {
+        /// The workspace.
+        #[arg(long, env = "CONVERSATIONS_WORKSPACE", default_value = "default")]
+        workspace: String,
+    },
 }
 
 /// Flags of `serve`.
@@ -190,6 +197,9 @@ impl ServeArgs {
 /// Workspace subcommands.
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
+    /// List the workspaces, with their conversations per status and their
+    /// active keys.
+    List,
     /// Create a workspace (a tenant: its data is invisible to other workspaces).
     Create {
         /// 1 to 64 characters of a-z, 0-9, '-' and '_'.
@@ -224,6 +234,13 @@ pub enum KeyCommand {
         /// What the key may do.
         #[arg(long, value_enum)]
         role: KeyRole,
+    },
+    /// List keys (of one workspace, or of all): id, workspace, role, when
+    /// made and when revoked. A key's secret is never stored, so never shown.
+    List {
+        /// Only this workspace's keys.
+        #[arg(long, env = "CONVERSATIONS_WORKSPACE")]
+        workspace: Option<String>,
     },
     /// Revoke a key, named by its id (the 16 hex digits after `cvk_`) or whole.
     Revoke {

@@ -8,6 +8,7 @@ use clap::Parser;
 use conversations::{
     app::admin,
     config::{Cli, Command, FlowCommand, KeyCommand, WorkspaceCommand},
+    domain::timers::exact_time,
     startup::{Application, shutdown_signal},
     store::Store,
     telemetry,
@@ -26,6 +27,32 @@ async fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell;
+/// a table with no rows prints its headers and `(none)`.
+fn print_table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&mut headers.iter().copied());
+    if rows.is_empty() {
+        println!("(none)");
+    }
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
     }
 }
 
@@ -84,9 +111,73 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Workspace {
+            command: WorkspaceCommand::List,
+        } => {
+            let store = Store::open_existing(&cli.database).await?;
+            let listed = admin::list_workspaces(&store).await;
+            store.close().await;
+            let rows = listed?.into_iter().map(|w| {
+                vec![
+                    w.name,
+                    exact_time(w.create_time),
+                    w.counts[0].to_string(),
+                    w.counts[1].to_string(),
+                    w.counts[2].to_string(),
+                    w.active_keys.to_string(),
+                ]
+            });
+            print_table(
+                &[
+                    "WORKSPACE",
+                    "CREATED",
+                    "OPEN",
+                    "PENDING",
+                    "CLOSED",
+                    "ACTIVE KEYS",
+                ],
+                rows,
+            );
+        }
+        Command::Key {
+            command: KeyCommand::List { workspace },
+        } => {
+            let store = Store::open_existing(&cli.database).await?;
+            let listed = admin::list_keys(&store, workspace.as_deref()).await;
+            store.close().await;
+            let rows = listed?.into_iter().map(|k| {
+                vec![
+                    k.key_id,
+                    k.workspace,
+                    k.role.as_str().to_owned(),
+                    exact_time(k.create_time),
+                    k.revoke_time.map_or_else(|| "-".to_owned(), exact_time),
+                ]
+            });
+            print_table(&["KEY ID", "WORKSPACE", "ROLE", "CREATED", "REVOKED"], rows);
+        }
+        Command::Flow {
+            command: FlowCommand::List { workspace },
+        } => {
+            let store = Store::open_existing(&cli.database).await?;
+            let listed = admin::list_flows(&store, &workspace).await;
+            store.close().await;
+            let (flows, default) = listed?;
+            let rows = flows.into_iter().map(|f| {
+                let is_default = default.as_deref() == Some(f.flow_id.as_str());
+                vec![
+                    f.flow_id,
+                    f.definition.name,
+                    f.version.to_string(),
+                    exact_time(f.create_time),
+                    if is_default { "yes" } else { "" }.to_owned(),
+                ]
+            });
+            print_table(&["FLOW ID", "NAME", "VERSION", "UPDATED", "DEFAULT"], rows);
+        }
+        Command::Workspace {
             command: WorkspaceCommand::Create { name },
         } => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_existing(&cli.database).await?;
             admin::create_workspace(&store, &name).await?;
             store.close().await;
             println!("Created workspace `{name}`.");
@@ -95,7 +186,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Key {
             command: KeyCommand::Create { workspace, role },
         } => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_existing(&cli.database).await?;
             let key = admin::create_key(&store, &workspace, role.into()).await?;
             store.close().await;
             println!(
@@ -114,7 +205,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let flow = admin::FlowFile::parse(&file.to_string_lossy(), &text)?;
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_existing(&cli.database).await?;
             let applied = admin::apply_flow(&store, &workspace, flow).await;
             store.close().await;
             let (flow_id, version) = applied?;
@@ -154,7 +245,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Key {
             command: KeyCommand::Revoke { key },
         } => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_existing(&cli.database).await?;
             admin::revoke_key(&store, &key).await?;
             store.close().await;
             println!("Revoked.");

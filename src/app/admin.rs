@@ -11,7 +11,7 @@ use crate::{
         flow::{FlowDefinition, Step},
         timers::WorkspaceSettings,
     },
-    store::{Location, NewKey, Store, StoreError, copy},
+    store::{KeySummary, Location, NewKey, Store, StoreError, StoredFlow, WorkspaceSummary, copy},
 };
 
 /// The workspace an empty database gets.
@@ -228,10 +228,7 @@ pub async fn workspace_settings(
     idle: Option<Option<i64>>,
     message: Option<&str>,
 ) -> Result<WorkspaceSettings, AdminError> {
-    let workspace_id = store
-        .find_workspace(workspace)
-        .await?
-        .ok_or_else(|| AdminError::NoSuchWorkspace(workspace.to_owned()))?;
+    let workspace_id = workspace_id(store, workspace).await?;
     let current = settings::get(store, workspace_id).await?;
     if idle.is_none() && message.is_none() {
         return Ok(current);
@@ -273,6 +270,41 @@ pub async fn workspace_settings(
     })?;
     settings::update(store, workspace_id, &next).await?;
     Ok(next)
+}
+
+/// Every workspace, by name, with its conversations per status and its
+/// active keys.
+pub async fn list_workspaces(store: &Store) -> Result<Vec<WorkspaceSummary>, AdminError> {
+    Ok(store.workspaces().await?)
+}
+
+/// The keys of `workspace` (None: of every workspace), oldest first: ids,
+/// roles and times, never a secret.
+pub async fn list_keys(
+    store: &Store,
+    workspace: Option<&str>,
+) -> Result<Vec<KeySummary>, AdminError> {
+    let workspace_id = match workspace {
+        Some(name) => Some(workspace_id(store, name).await?),
+        None => None,
+    };
+    Ok(store.keys(workspace_id).await?)
+}
+
+/// The newest version of each flow of `workspace`, and its default flow id.
+pub async fn list_flows(
+    store: &Store,
+    workspace: &str,
+) -> Result<(Vec<StoredFlow>, Option<String>), AdminError> {
+    let workspace_id = workspace_id(store, workspace).await?;
+    Ok(store.flows(workspace_id).await?)
+}
+
+async fn workspace_id(store: &Store, name: &str) -> Result<WorkspaceId, AdminError> {
+    store
+        .find_workspace(name)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchWorkspace(name.to_owned()))
 }
 
 /// Makes a key for a workspace; the returned token is the only copy.

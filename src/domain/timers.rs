@@ -111,15 +111,32 @@ pub fn spoken_duration(micros: i64) -> String {
 
 /// A time as "2026-12-01 17:30 UTC" (to the minute; seconds when not zero).
 pub fn spoken_time(at: Micros) -> String {
+    let (date, hour, minute, second) = civil_time(at);
+    if second == 0 {
+        format!("{date} {hour:02}:{minute:02} UTC")
+    } else {
+        format!("{date} {hour:02}:{minute:02}:{second:02} UTC")
+    }
+}
+
+/// A time as "2026-12-01 17:30:00 UTC", always to the second (for tables,
+/// where every row should line up).
+pub fn exact_time(at: Micros) -> String {
+    let (date, hour, minute, second) = civil_time(at);
+    format!("{date} {hour:02}:{minute:02}:{second:02} UTC")
+}
+
+/// The UTC date ("2026-12-01") and time of day of `at`.
+fn civil_time(at: Micros) -> (String, i64, i64, i64) {
     let seconds = at.0.div_euclid(1_000_000);
     let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
-    if second == 0 {
-        format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
-    } else {
-        format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
-    }
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+    )
 }
 
 /// Days since 1970-01-01 as a proleptic Gregorian date (Howard Hinnant's

@@ -32,8 +32,8 @@ pub use commits::{CommitNotice, CommitWatch};
 pub use location::Location;
 pub(crate) use location::redacted;
 pub use model::{
-    AssigneeFilter, ConversationRows, DefaultFlow, DueTimer, ListCursor, ListFilter, NewKey,
-    NewRecord, Record, StoredFlow, StoredKey, Tally, Writes,
+    AssigneeFilter, ConversationRows, DefaultFlow, DueTimer, KeySummary, ListCursor, ListFilter,
+    NewKey, NewRecord, Record, StoredFlow, StoredKey, Tally, WorkspaceSummary, Writes,
 };
 pub use sqlite::connect_options;
 
@@ -80,7 +80,9 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     /// A database file that should exist does not.
-    #[error("{0} does not exist")]
+    #[error(
+        "no database at {0}: `conversations serve` creates it, or name another with --database (or CONVERSATIONS_DATABASE)"
+    )]
     NoSuchFile(String),
     /// A copy's target already holds data.
     #[error("the target database is not empty: {table} has {rows} rows")]
@@ -283,6 +285,20 @@ impl Store {
     /// Ids of keys revoked at or after `since`.
     pub async fn revoked_since(&self, since: Micros) -> Result<Vec<String>, StoreError> {
         dispatch!(self, b => b.revoked_since(since).await)
+    }
+
+    /// Every workspace, by name, with its counts and active keys.
+    pub async fn workspaces(&self) -> Result<Vec<WorkspaceSummary>, StoreError> {
+        dispatch!(self, b => b.workspaces().await)
+    }
+
+    /// The keys of one workspace (None: of every workspace), oldest first;
+    /// never their hashes.
+    pub async fn keys(
+        &self,
+        workspace_id: Option<WorkspaceId>,
+    ) -> Result<Vec<KeySummary>, StoreError> {
+        dispatch!(self, b => b.keys(workspace_id).await)
     }
 
     /// The id of the workspace named `name`.

@@ -107,6 +107,36 @@ pub struct StoredKey {
     pub revoked: bool,
 }
 
+/// A workspace as the command line lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceSummary {
+    /// Its id.
+    pub workspace_id: WorkspaceId,
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub create_time: Micros,
+    /// Its conversations per status: open, pending, closed.
+    pub counts: [i64; 3],
+    /// Its keys that are not revoked.
+    pub active_keys: i64,
+}
+
+/// A key as the command line lists it: never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySummary {
+    /// Its public id.
+    pub key_id: String,
+    /// The name of its workspace.
+    pub workspace: String,
+    /// What it may do.
+    pub role: Role,
+    /// When it was made.
+    pub create_time: Micros,
+    /// When it was revoked, if it was.
+    pub revoke_time: Option<Micros>,
+}
+
 /// A key to store: only the hash of its secret.
 #[derive(Debug, Clone)]
 pub struct NewKey<'a> {

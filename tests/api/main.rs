@@ -10,6 +10,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod migrate;
+mod operations;
 mod ownership;
 mod pagination;
 mod persistence;

@@ -262,7 +262,7 @@ async fn migrate_refuses_a_source_file_that_does_not_exist() {
     ])
     .await;
     assert!(!ok);
-    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("no database at"), "{stderr}");
     assert!(!missing.exists(), "the missing source was not created");
 }
 

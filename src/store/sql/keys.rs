@@ -10,7 +10,7 @@ use crate::{
     domain::{Micros, WorkspaceId, credentials::Role},
     store::{
         StoreError,
-        model::{NewKey, StoredKey},
+        model::{KeySummary, NewKey, StoredKey, WorkspaceSummary},
     },
 };
 
@@ -125,4 +125,68 @@ pub async fn revoke_key(conn: &mut Conn, key_id: &str, now: Micros) -> Result<bo
     .await?
     .rows_affected()
         == 1)
+}
+
+/// Every workspace, by name, with its counters and its count of active keys.
+pub async fn list_workspaces(conn: &mut Conn) -> Result<Vec<WorkspaceSummary>, StoreError> {
+    sqlx::query(
+        "SELECT w.workspace_id, w.name, w.create_time, \
+         COALESCE(c.open_count, 0) AS open_count, COALESCE(c.pending_count, 0) AS pending_count, \
+         COALESCE(c.closed_count, 0) AS closed_count, \
+         (SELECT COUNT(*) FROM api_keys k WHERE k.workspace_id = w.workspace_id AND k.revoke_time IS NULL) AS active_keys \
+         FROM workspaces w LEFT JOIN workspace_counters c ON c.workspace_id = w.workspace_id \
+         ORDER BY w.name",
+    )
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(WorkspaceSummary {
+            workspace_id: WorkspaceId(row.try_get("workspace_id")?),
+            name: row.try_get("name")?,
+            create_time: Micros(row.try_get("create_time")?),
+            counts: [
+                row.try_get("open_count")?,
+                row.try_get("pending_count")?,
+                row.try_get("closed_count")?,
+            ],
+            active_keys: row.try_get("active_keys")?,
+        })
+    })
+    .collect()
+}
+
+/// The keys of one workspace, or of every workspace, oldest first: never
+/// their hashes.
+pub async fn list_keys(
+    conn: &mut Conn,
+    workspace_id: Option<WorkspaceId>,
+) -> Result<Vec<KeySummary>, StoreError> {
+    let mut query = sqlx::QueryBuilder::<super::Db>::new(
+        "SELECT k.key_id, w.name, k.role, k.create_time, k.revoke_time \
+         FROM api_keys k JOIN workspaces w ON w.workspace_id = k.workspace_id",
+    );
+    if let Some(workspace_id) = workspace_id {
+        query
+            .push(" WHERE k.workspace_id = ")
+            .push_bind(workspace_id.0);
+    }
+    query.push(" ORDER BY w.name, k.create_time, k.key_id");
+    query
+        .build()
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| {
+            let role: String = row.try_get("role")?;
+            Ok(KeySummary {
+                key_id: row.try_get("key_id")?,
+                workspace: row.try_get("name")?,
+                role: Role::from_stored(&role)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role:?}")))?,
+                create_time: Micros(row.try_get("create_time")?),
+                revoke_time: row.try_get::<Option<i64>, _>("revoke_time")?.map(Micros),
+            })
+        })
+        .collect()
 }

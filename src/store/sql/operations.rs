@@ -17,8 +17,8 @@ use crate::{
     store::{
         StoreError,
         model::{
-            ConversationRows, DefaultFlow, DueTimer, ListCursor, ListFilter, NewKey, StoredFlow,
-            StoredKey, Tally,
+            ConversationRows, DefaultFlow, DueTimer, KeySummary, ListCursor, ListFilter, NewKey,
+            StoredFlow, StoredKey, Tally, WorkspaceSummary,
         },
     },
 };
@@ -150,6 +150,19 @@ impl Backend {
     /// Ids of keys revoked at or after `since`.
     pub async fn revoked_since(&self, since: Micros) -> Result<Vec<String>, StoreError> {
         keys::revoked_since(&mut *self.read().await?, since).await
+    }
+
+    /// Every workspace, by name.
+    pub async fn workspaces(&self) -> Result<Vec<WorkspaceSummary>, StoreError> {
+        keys::list_workspaces(&mut *self.read().await?).await
+    }
+
+    /// The keys of one workspace (None: of all), oldest first.
+    pub async fn keys(
+        &self,
+        workspace_id: Option<WorkspaceId>,
+    ) -> Result<Vec<KeySummary>, StoreError> {
+        keys::list_keys(&mut *self.read().await?, workspace_id).await
     }
 
     /// The id of the workspace named `name`.
