@@ -94,9 +94,11 @@ pub enum FlowCommand {
 /// Flags of `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// The address to listen on; port 0 picks a free port.
+    /// The address to listen on, as `host:port`: an IP address
+    /// (`0.0.0.0:50051`, `[::]:50051`) or a host name (`localhost:50051`,
+    /// bound at its first address that binds); port 0 picks a free port.
     #[arg(long, env = "CONVERSATIONS_LISTEN", default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddress,
     /// Seconds an idle event stream waits before sending a checkpoint.
     #[arg(long, env = "CONVERSATIONS_HEARTBEAT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_seconds: u64,
@@ -149,6 +151,12 @@ pub struct ServeArgs {
     /// fires the timer this much later at most.
     #[arg(long, env = "CONVERSATIONS_TIMER_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timer_lease_seconds: u64,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) gives the calls in flight to
+    /// finish, after health turns NOT_SERVING and event streams are told to
+    /// end; calls still open then are cut. Keep it below your orchestrator's
+    /// own grace (Kubernetes: 30 s).
+    #[arg(long, env = "CONVERSATIONS_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace: u64,
 }
 
 impl ServeArgs {
@@ -189,7 +197,8 @@ impl ServeArgs {
             timers: TimerConfig {
                 lease: std::time::Duration::from_secs(self.timer_lease_seconds),
             },
-            ..Settings::new(self.listen, database)
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace),
+            ..Settings::new(self.listen.clone(), database)
         }
     }
 }
@@ -270,11 +279,74 @@ impl From<KeyRole> for Role {
     }
 }
 
+/// Where a server listens: a host (an IP address or a name) and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    host: String,
+    port: u16,
+}
+
+impl ListenAddress {
+    /// The addresses to try, in the resolver's order.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .collect())
+    }
+}
+
+impl std::str::FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!("{text:?} is not host:port (e.g. 127.0.0.1:50051, [::]:50051, localhost:50051)")
+        };
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.strip_suffix(']').ok_or_else(bad)?,
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl From<SocketAddr> for ListenAddress {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How long a shutdown waits for calls in flight unless told otherwise (a
+/// client that stopped reading its stream cannot hold the server up longer).
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Where to listen.
-    pub listen: SocketAddr,
+    pub listen: ListenAddress,
     /// The database.
     pub database: Location,
     /// How event streams are tuned.
@@ -287,6 +359,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// How due timers are claimed.
     pub timers: TimerConfig,
+    /// How long a shutdown waits for calls in flight.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// The PEM files TLS is served with.
@@ -302,15 +376,47 @@ pub struct TlsFiles {
 
 impl Settings {
     /// Serving `database` on `listen`, with every default.
-    pub fn new(listen: SocketAddr, database: impl Into<Location>) -> Self {
+    pub fn new(listen: impl Into<ListenAddress>, database: impl Into<Location>) -> Self {
         Self {
-            listen,
+            listen: listen.into(),
             database: database.into(),
             feed: FeedConfig::default(),
             limits: LimitsConfig::default(),
             max_connection_age: None,
             tls: None,
             timers: TimerConfig::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listen_address_is_an_ip_or_a_host_name_with_a_port() {
+        for (text, shown) in [
+            ("127.0.0.1:50051", "127.0.0.1:50051"),
+            ("localhost:0", "localhost:0"),
+            ("[::]:50051", "[::]:50051"),
+            ("[::1]:7", "[::1]:7"),
+            ("chat.internal:443", "chat.internal:443"),
+        ] {
+            let parsed: ListenAddress = text.parse().expect(text);
+            assert_eq!(parsed.to_string(), shown);
+        }
+        for bad in [
+            "localhost",
+            ":50051",
+            "::1:50051",
+            "[::1:5",
+            "host:port",
+            "host:70000",
+            "",
+        ] {
+            let refused = bad.parse::<ListenAddress>().expect_err(bad);
+            assert!(refused.contains("host:port"), "{refused}");
         }
     }
 }

@@ -6,12 +6,19 @@
 use std::{future::Future, net::SocketAddr, path::Path, time::Duration};
 
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::{
+    server::NamedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
+use tonic_health::pb::health_server::HealthServer;
 
 use crate::{
     app::App,
-    config::{Settings, TlsFiles},
-    grpc::{ConversationsApi, FlowsApi, WorkspacesApi, refusals::ClearRefusalsLayer},
+    config::{ListenAddress, Settings, TlsFiles},
+    grpc::{
+        ConversationsApi, FlowsApi, HealthApi, HealthState, WorkspacesApi,
+        refusals::ClearRefusalsLayer,
+    },
     pb::{
         self, conversation_service_server::ConversationServiceServer,
         flow_service_server::FlowServiceServer, workspace_service_server::WorkspaceServiceServer,
@@ -31,9 +38,6 @@ pub const MAX_HEADER_BYTES: u32 = 16 * 1024;
 const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(60);
 /// How often forgotten request ids are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
-/// How long a graceful shutdown waits for calls in flight (a client that
-/// stopped reading its stream cannot hold the server up for longer).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +45,11 @@ pub enum StartupError {
     /// The database could not be opened or migrated.
     #[error("could not open the database: {0}")]
     Store(#[from] StoreError),
-    /// The address could not be bound.
+    /// The address could not be bound (or its host name resolved).
     #[error("could not listen on {addr}: {source}")]
     Bind {
-        /// The address.
-        addr: SocketAddr,
+        /// The address, as given.
+        addr: String,
         /// Why.
         source: std::io::Error,
     },
@@ -82,6 +86,7 @@ pub struct Application {
     app: App,
     max_connection_age: Option<Duration>,
     tls: Option<ServerTlsConfig>,
+    shutdown_grace: Duration,
 }
 
 /// How long a client may take over its TLS handshake: a socket that never
@@ -128,19 +133,36 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
     Ok(config)
 }
 
+/// Binds `address`: its host resolved, each address in the resolver's order
+/// until one binds (`localhost` may give ::1 and 127.0.0.1).
+async fn bind(address: &ListenAddress) -> Result<TcpListener, StartupError> {
+    let failed = |source| StartupError::Bind {
+        addr: address.to_string(),
+        source,
+    };
+    let candidates = address.resolve().await.map_err(failed)?;
+    let mut last = None;
+    for candidate in candidates {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host name resolves to no address",
+        )
+    })))
+}
+
 impl Application {
     /// Binds the listener, then opens the store: a taken port fails before
     /// anything is written to disk.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listener = bind(&settings.listen).await?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.listen,
+            addr: settings.listen.to_string(),
             source,
         })?;
         let tls = settings.tls.as_ref().map(tls_config).transpose()?;
@@ -153,6 +175,7 @@ impl Application {
             app,
             max_connection_age: settings.max_connection_age,
             tls,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -172,10 +195,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ConversationServiceServer<ConversationsApi>>()
-            .await;
+        let health = HealthState::serving();
+        let health_service = HealthServer::new(HealthApi::new(
+            health.clone(),
+            [
+                <ConversationServiceServer<ConversationsApi> as NamedService>::NAME,
+                <FlowServiceServer<FlowsApi> as NamedService>::NAME,
+                <WorkspaceServiceServer<WorkspacesApi> as NamedService>::NAME,
+            ],
+        ));
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -194,18 +222,15 @@ impl Application {
         let flows = FlowServiceServer::new(FlowsApi::new(self.app.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        health.set_serving::<FlowServiceServer<FlowsApi>>().await;
         let workspaces = WorkspaceServiceServer::new(WorkspacesApi::new(self.app.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        health
-            .set_serving::<WorkspaceServiceServer<WorkspacesApi>>()
-            .await;
 
         let purger = tokio::spawn(purge_request_ids(self.app.clone()));
 
         let store = self.app.store().clone();
         let app = self.app.clone();
+        let shutdown_grace = self.shutdown_grace;
         tracing::info!(
             address = %self.local_addr,
             tls = self.tls.is_some(),
@@ -240,22 +265,18 @@ impl Application {
             .add_service(workspaces)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
-                tracing::info!("shutting down: finishing calls in flight, ending event streams");
+                // First of all, so that load balancers stop sending calls.
+                health.stop_serving();
+                tracing::info!(
+                    grace = ?shutdown_grace,
+                    "shutting down: health is NOT_SERVING; finishing calls in flight, ending event streams"
+                );
                 app.begin_shutdown();
-                health
-                    .set_not_serving::<ConversationServiceServer<ConversationsApi>>()
-                    .await;
-                health
-                    .set_not_serving::<FlowServiceServer<FlowsApi>>()
-                    .await;
-                health
-                    .set_not_serving::<WorkspaceServiceServer<WorkspacesApi>>()
-                    .await;
                 let _ = stopping.send(());
             });
         let grace_over = async {
             if stopping_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                tokio::time::sleep(shutdown_grace).await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -263,7 +284,7 @@ impl Application {
         let result = tokio::select! {
             result = serve => result,
             () = grace_over => {
-                tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still open after the grace period; closing them");
+                tracing::warn!(grace = ?shutdown_grace, "calls still open after the grace period; closing them");
                 Ok(())
             }
         };

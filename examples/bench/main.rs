@@ -589,7 +589,7 @@ impl Server {
 /// The child: serves `db` on a free port until stdin closes or SIGTERM.
 async fn serve_child(db: &Location) -> Result<()> {
     conversations::telemetry::init("warn");
-    let settings = Settings::new("127.0.0.1:0".parse()?, db.clone());
+    let settings = Settings::new("127.0.0.1:0".parse::<std::net::SocketAddr>()?, db.clone());
     let application = Application::build(&settings).await?;
     let store = application.app().store();
     // A seeded database has its workspace already, and keys are shown only
@@ -728,7 +728,7 @@ fn bench_agent() -> Result<AgentRef> {
 /// pending), then agent messages until the feed holds `sizes.events` events,
 /// through `App::execute` from `seed_tasks` tasks.
 async fn seed(db: &Location, sizes: &Sizes) -> Result<Seeded> {
-    let settings = Settings::new("127.0.0.1:0".parse()?, db.clone());
+    let settings = Settings::new("127.0.0.1:0".parse::<std::net::SocketAddr>()?, db.clone());
     let application = Application::build(&settings).await?;
     let app = application.app().clone();
     admin::bootstrap(app.store()).await?;

@@ -4,11 +4,13 @@
 pub mod convert;
 pub mod error;
 pub mod flows;
+pub mod health;
 pub mod refusals;
 pub mod service;
 pub mod workspaces;
 
 pub use flows::FlowsApi;
+pub use health::{HealthApi, HealthState};
 pub use service::ConversationsApi;
 pub use workspaces::WorkspacesApi;
 

@@ -84,6 +84,27 @@ pub enum StoreError {
         "no database at {0}: `conversations serve` creates it, or name another with --database (or CONVERSATIONS_DATABASE)"
     )]
     NoSuchFile(String),
+    /// A SQLite file's directory does not exist.
+    #[error("cannot use {database}: its directory {directory} does not exist")]
+    NoSuchDirectory {
+        /// The database file.
+        database: String,
+        /// Its directory.
+        directory: String,
+    },
+    /// The database can be read but not written: a server would answer
+    /// every mutation with an error.
+    #[error(
+        "cannot serve {database}: it cannot be written ({cause}). Check the permissions of the file and \
+         its directory and the free disk space, or, on PostgreSQL, that the database and the role are \
+         not read-only (a standby, default_transaction_read_only)"
+    )]
+    NotWritable {
+        /// The database, its password redacted.
+        database: String,
+        /// What the database said.
+        cause: String,
+    },
     /// A copy's target already holds data.
     #[error("the target database is not empty: {table} has {rows} rows")]
     TargetNotEmpty {
@@ -100,6 +121,27 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The database's own error inside `error`, if it holds one.
+fn database_error(error: &StoreError) -> Option<&dyn sqlx::error::DatabaseError> {
+    match error {
+        StoreError::Database(e) | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => {
+            e.as_database_error()
+        }
+        _ => None,
+    }
+}
+
+/// Whether the database refused a write because it is read-only:
+/// PostgreSQL's `read_only_sql_transaction` (a standby, or
+/// `default_transaction_read_only`), SQLite's SQLITE_READONLY family.
+fn is_read_only(error: &dyn sqlx::error::DatabaseError) -> bool {
+    match error.code().as_deref() {
+        Some("25006") => true,
+        Some(code) => code.parse::<i32>().is_ok_and(|c| c & 0xff == 8),
+        None => false,
+    }
 }
 
 impl From<serde_json::Error> for StoreError {
@@ -152,7 +194,28 @@ impl Store {
     /// server lock first ([`StoreError::AlreadyServed`] if another server
     /// has it).
     pub async fn open_to_serve(location: &Location) -> Result<Self, StoreError> {
-        Self::connect(location, true).await
+        let not_writable = |error: &StoreError| StoreError::NotWritable {
+            database: location.to_string(),
+            cause: match database_error(error) {
+                Some(db) => db.message().to_owned(),
+                None => error.to_string(),
+            },
+        };
+        let store = match Self::connect(location, true).await {
+            Ok(store) => store,
+            // Migrations are the first writes; a read-only database fails
+            // them before the check below can run.
+            Err(error) if database_error(&error).is_some_and(is_read_only) => {
+                return Err(not_writable(&error));
+            }
+            Err(error) => return Err(error),
+        };
+        // Refuse now what would otherwise fail every mutation later.
+        if let Err(error) = dispatch!(&store, b => b.check_writable().await) {
+            store.close().await;
+            return Err(not_writable(&error));
+        }
+        Ok(store)
     }
 
     async fn connect(location: &Location, serve: bool) -> Result<Self, StoreError> {

@@ -147,7 +147,12 @@ fn settings_with(feed: FeedConfig, limits: LimitsConfig) -> Settings {
     Settings {
         feed,
         limits,
-        ..Settings::new("127.0.0.1:0".parse().expect("address"), PathBuf::new())
+        ..Settings::new(
+            "127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("address"),
+            PathBuf::new(),
+        )
     }
 }
 

@@ -2,9 +2,9 @@
 //! never create a database by accident. The real binary, as operators run
 //! it, on the suite's database.
 
-use std::process::Output;
+use std::{process::Output, time::Duration};
 
-use conversations::{domain::credentials::Role, store::Location};
+use conversations::{config::Settings, domain::credentials::Role, store::Location};
 use tokio::process::Command;
 
 use crate::{helpers::*, process};
@@ -171,4 +171,268 @@ fn key_id(token: &str) -> String {
     conversations::domain::credentials::PresentedKey::parse(token)
         .expect("a well-formed key")
         .key_id
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_the_moment_shutdown_starts_and_its_watches_end() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let app = TestApp::spawn_with(Settings {
+        // Long enough that a shutdown held up by a watch would show.
+        shutdown_grace: Duration::from_secs(60),
+        ..Settings::new(
+            "127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("address"),
+            std::path::PathBuf::new(),
+        )
+    })
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let ask = |service: &str| HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    for service in [
+        "",
+        "conversations.v1.ConversationService",
+        "conversations.v1.FlowService",
+        "conversations.v1.WorkspaceService",
+    ] {
+        let status = health
+            .check(ask(service))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(status.status(), ServingStatus::Serving, "{service:?}");
+    }
+    let unknown = health
+        .check(ask("no.such.Service"))
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let mut server_watch = health.watch(ask("")).await.expect("watch").into_inner();
+    let mut service_watch = health
+        .watch(ask("conversations.v1.ConversationService"))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut unknown_watch = health
+        .watch(ask("no.such.Service"))
+        .await
+        .expect("watch")
+        .into_inner();
+    for watch in [&mut server_watch, &mut service_watch] {
+        let first = watch.message().await.expect("read").expect("a status");
+        assert_eq!(first.status(), ServingStatus::Serving);
+    }
+    let first = unknown_watch
+        .message()
+        .await
+        .expect("read")
+        .expect("a status");
+    assert_eq!(first.status(), ServingStatus::ServiceUnknown);
+
+    let stopped = tokio::spawn(app.stop());
+    for watch in [&mut server_watch, &mut service_watch] {
+        let last = watch.message().await.expect("read").expect("a last status");
+        assert_eq!(last.status(), ServingStatus::NotServing);
+        assert!(
+            watch.message().await.expect("a clean end").is_none(),
+            "the watch ends"
+        );
+    }
+    assert!(
+        unknown_watch
+            .message()
+            .await
+            .expect("a clean end")
+            .is_none()
+    );
+    // Nothing else is open: the server stops without waiting out its grace.
+    tokio::time::timeout(Duration::from_secs(30), stopped)
+        .await
+        .expect("the server stopped well within its 60 s grace")
+        .expect("stop");
+}
+
+/// Runs `serve` on `database` with `args` and returns its exit and stderr
+/// once it exits (within 30 s: these servers are meant to refuse).
+async fn refused_serve(
+    binary: &std::path::Path,
+    database: &std::path::Path,
+    as_nobody: bool,
+) -> (bool, String) {
+    let mut command = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary);
+        c
+    } else {
+        Command::new(binary)
+    };
+    let output = command
+        .arg("--database")
+        .arg(database)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("the server refuses to start rather than serve")
+        .expect("run the binary");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Whether this process runs as root (which file permissions do not stop).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn serve_refuses_a_database_file_it_cannot_write_naming_the_file_and_the_cause() {
+    use std::os::unix::fs::PermissionsExt;
+    // A directory anyone may write (the WAL and the lock file go there),
+    // holding a file nobody but root may write.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let database = dir.path().join("read-only.db");
+    let store = conversations::store::Store::open(&Location::File(database.clone()))
+        .await
+        .expect("create the database");
+    store.close().await;
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    // Root writes whatever the permissions say: run the server as nobody,
+    // from a copy of the binary nobody may run.
+    let root = is_root();
+    let binary = dir.path().join("conversations");
+    std::fs::copy(process::binary(), &binary).expect("copy the binary");
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (ok, stderr) = refused_serve(&binary, &database, root).await;
+    assert!(!ok, "a read-only database must not be served: {stderr}");
+    assert!(
+        stderr.contains(&database.display().to_string())
+            && stderr.contains("cannot be written")
+            && stderr.contains("readonly"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_postgresql_database_that_is_read_only() {
+    let Some(_) = postgres_server() else {
+        // The SQLite suite covers the file case above; this one needs a
+        // PostgreSQL server, and the suite runs again on one in CI.
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let location = fresh_database(dir.path()).await;
+    let Location::Postgres(url) = &location else {
+        unreachable!("fresh_database gives PostgreSQL when the suite runs there")
+    };
+    let name = url::Url::parse(url)
+        .expect("url")
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    {
+        use sqlx::Connection;
+        let store = conversations::store::Store::open(&location)
+            .await
+            .expect("migrate");
+        store.close().await;
+        let mut admin = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("make the database read-only");
+        let _ = admin.close().await;
+    }
+    let refused = conversations::store::Store::open_to_serve(&location)
+        .await
+        .map(|_| ())
+        .expect_err("a read-only database must not be served");
+    let said = refused.to_string();
+    assert!(
+        said.contains("cannot be written") && said.contains("read-only transaction"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_database_in_a_directory_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("no-such-dir").join("conversations.db");
+    let (ok, stderr) = refused_serve(process::binary().as_ref(), &database, false).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("no-such-dir") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(std::fs::read_dir(dir.path()).expect("dir").next().is_none());
+}
+
+#[tokio::test]
+async fn serve_listens_on_a_host_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(process::binary())
+        .arg("--database")
+        .arg(dir.path().join("conversations.db"))
+        .args(["serve", "--listen", "localhost:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server");
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the server starts")
+            .expect("read")
+            .expect("it printed where it listens");
+        if let Some(addr) = line.strip_prefix("Listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+    assert!(
+        addr.ip().is_loopback(),
+        "localhost binds a loopback address: {addr}"
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 }

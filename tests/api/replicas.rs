@@ -268,7 +268,12 @@ async fn replicas_starting_together_on_an_empty_database_migrate_and_bootstrap_o
     if !matches!(database, conversations::store::Location::Postgres(_)) {
         return;
     }
-    let settings = Settings::new("127.0.0.1:0".parse().expect("address"), database);
+    let settings = Settings::new(
+        "127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .expect("address"),
+        database,
+    );
     let mut starting = JoinSet::new();
     for _ in 0..3 {
         let settings = settings.clone();

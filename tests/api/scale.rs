@@ -215,7 +215,9 @@ async fn a_revoked_keys_open_stream_ends_unauthenticated_with_a_cursor_to_resume
 async fn a_second_server_on_the_same_database_file_refuses_to_start_naming_the_holder() {
     let app = TestApp::spawn().await;
     let settings = Settings::new(
-        "127.0.0.1:0".parse().expect("address"),
+        "127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .expect("address"),
         app.database.clone(),
     );
     let Location::File(db_path) = &app.database else {

@@ -68,7 +68,12 @@ fn tls_files(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> TlsFiles {
 async fn tls_app(files: TlsFiles) -> TestApp {
     TestApp::spawn_with(Settings {
         tls: Some(files),
-        ..Settings::new("127.0.0.1:0".parse().expect("address"), PathBuf::new())
+        ..Settings::new(
+            "127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("address"),
+            PathBuf::new(),
+        )
     })
     .await
 }
@@ -158,7 +163,12 @@ async fn a_missing_or_unusable_tls_file_fails_the_start_naming_it() {
         async move {
             match Application::build(&Settings {
                 tls: Some(tls),
-                ..Settings::new("127.0.0.1:0".parse().expect("address"), database)
+                ..Settings::new(
+                    "127.0.0.1:0"
+                        .parse::<std::net::SocketAddr>()
+                        .expect("address"),
+                    database,
+                )
             })
             .await
             {

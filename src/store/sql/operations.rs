@@ -24,6 +24,17 @@ use crate::{
 };
 
 impl Backend {
+    /// Fails unless a write transaction can write: a statement that would
+    /// write (and matches no row), rolled back.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE workspaces SET name = name WHERE 1 = 0")
+            .execute(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
     /// The conversation with this id in this workspace.
     pub async fn conversation(
         &self,

@@ -106,6 +106,17 @@ impl Backend {
     /// Opens (creating if missing) the file at `path` and applies the
     /// migrations. `serve` takes the file's server lock first.
     pub async fn open(path: &Path, serve: bool) -> Result<Self, StoreError> {
+        let directory = match path.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => Path::new("/"),
+        };
+        if !directory.is_dir() {
+            return Err(StoreError::NoSuchDirectory {
+                database: path.display().to_string(),
+                directory: directory.display().to_string(),
+            });
+        }
         let lock = serve.then(|| lock::ServerLock::acquire(path)).transpose()?;
         let options = connect_options(path)?;
         let pool = |connections: u32, options: SqliteConnectOptions| {
