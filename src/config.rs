@@ -10,6 +10,7 @@ use crate::{
     domain::credentials::Role,
     feed::FeedConfig,
     store::Location,
+    telemetry::LogFormat,
 };
 
 /// Live-chat conversation status lifecycle over gRPC.
@@ -26,6 +27,16 @@ pub struct Cli {
         global = true
     )]
     pub database: Location,
+    /// How logs (on stderr) are written: `text` for people, `json` for log
+    /// pipelines (one object per line).
+    #[arg(
+        long,
+        env = "CONVERSATIONS_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -20,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init("info");
+    telemetry::init("info", cli.log_format);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

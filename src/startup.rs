@@ -17,7 +17,7 @@ use crate::{
     config::{ListenAddress, Settings, TlsFiles},
     grpc::{
         ConversationsApi, FlowsApi, HealthApi, HealthState, WorkspacesApi,
-        refusals::ClearRefusalsLayer,
+        refusals::ClearRefusalsLayer, rpc_log::RpcLogLayer,
     },
     pb::{
         self, conversation_service_server::ConversationServiceServer,
@@ -87,6 +87,7 @@ pub struct Application {
     max_connection_age: Option<Duration>,
     tls: Option<ServerTlsConfig>,
     shutdown_grace: Duration,
+    settings: Settings,
 }
 
 /// How long a client may take over its TLS handshake: a socket that never
@@ -176,6 +177,7 @@ impl Application {
             max_connection_age: settings.max_connection_age,
             tls,
             shutdown_grace: settings.shutdown_grace,
+            settings: settings.clone(),
         })
     }
 
@@ -231,11 +233,31 @@ impl Application {
         let store = self.app.store().clone();
         let app = self.app.clone();
         let shutdown_grace = self.shutdown_grace;
+        let in_force = store
+            .in_force()
+            .await
+            .unwrap_or_else(|error| format!("(could not be read: {error})"));
+        let settings = &self.settings;
         tracing::info!(
             address = %self.local_addr,
             tls = self.tls.is_some(),
-            "serving conversations.v1.ConversationService"
+            database = %settings.database,
+            store = %in_force,
+            max_streams = settings.limits.max_streams,
+            max_streams_per_key = settings.limits.max_streams_per_key,
+            workspace_calls_per_second = settings.limits.workspace_calls_per_second.map_or(0, |n| n.get()),
+            feed_window_events = settings.feed.window,
+            heartbeat = ?settings.feed.heartbeat,
+            slow_subscriber_after = ?settings.feed.slow_after,
+            timer_lease = ?settings.timers.lease,
+            max_connection_age = ?self.max_connection_age,
+            shutdown_grace = ?self.shutdown_grace,
+            max_request_bytes = MAX_REQUEST_BYTES,
+            max_response_bytes = MAX_RESPONSE_BYTES,
+            "serving conversations.v1 (ConversationService, FlowService, WorkspaceService)"
         );
+        let address = self.local_addr;
+        let database = settings.database.to_string();
         let (stopping, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         // The server's own tcp_nodelay setting does not apply to an incoming
         // stream we hand it; without TCP_NODELAY every response's trailers
@@ -256,6 +278,8 @@ impl Application {
                 .max_connection_age_grace(CONNECTION_AGE_GRACE);
         }
         let serve = server
+            // Outermost, so that the line shows the answer as the client got it.
+            .layer(RpcLogLayer)
             .layer(ClearRefusalsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -292,7 +316,7 @@ impl Application {
         // No call is in flight any more: let the writer finish its queue.
         self.app.stop().await;
         store.close().await;
-        tracing::info!("stopped");
+        tracing::info!(%address, %database, "stopped: every write acknowledged is on disk, the database is closed");
         Ok(result?)
     }
 }

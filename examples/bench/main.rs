@@ -588,7 +588,7 @@ impl Server {
 
 /// The child: serves `db` on a free port until stdin closes or SIGTERM.
 async fn serve_child(db: &Location) -> Result<()> {
-    conversations::telemetry::init("warn");
+    conversations::telemetry::init("warn", conversations::telemetry::LogFormat::Text);
     let settings = Settings::new("127.0.0.1:0".parse::<std::net::SocketAddr>()?, db.clone());
     let application = Application::build(&settings).await?;
     let store = application.app().store();

@@ -6,6 +6,7 @@ pub mod error;
 pub mod flows;
 pub mod health;
 pub mod refusals;
+pub mod rpc_log;
 pub mod service;
 pub mod workspaces;
 
@@ -32,6 +33,7 @@ async fn admin_caller<T>(
     request: &tonic::Request<T>,
 ) -> Result<crate::app::Caller, tonic::Status> {
     let caller = app.admit(authorization(request)).await?;
+    rpc_log::note_caller(&caller);
     caller.require_admin()?;
     Ok(caller)
 }

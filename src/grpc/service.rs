@@ -46,7 +46,9 @@ impl ConversationsApi {
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.app.admit(super::authorization(request)).await?)
+        let caller = self.app.admit(super::authorization(request)).await?;
+        super::rpc_log::note_caller(&caller);
+        Ok(caller)
     }
 
     async fn run(
@@ -55,6 +57,7 @@ impl ConversationsApi {
         request_id: Option<RequestId>,
         command: Command,
     ) -> Result<Outcome, Status> {
+        super::rpc_log::note_request_id(request_id.as_ref().map(RequestId::as_str));
         Ok(self.app.execute(caller, request_id, command).await?)
     }
 

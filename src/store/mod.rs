@@ -466,6 +466,12 @@ impl Store {
         dispatch!(self, b => b.checkpoint().await)
     }
 
+    /// What the database runs with (version, durability settings, pools),
+    /// as it reports them: for the start-up log line.
+    pub async fn in_force(&self) -> Result<String, StoreError> {
+        dispatch!(self, b => b.in_force().await)
+    }
+
     /// Closes every connection, and lets go of the SQLite file's server lock.
     pub async fn close(&self) {
         dispatch!(self, b => b.close().await)

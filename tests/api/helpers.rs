@@ -252,7 +252,7 @@ impl TestApp {
     ) -> (TestApp, Option<admin::BootstrapKeys>) {
         TRACING.call_once(|| {
             if std::env::var_os("TEST_LOG").is_some() {
-                conversations::telemetry::init("debug");
+                conversations::telemetry::init("debug", conversations::telemetry::LogFormat::Text);
             }
         });
         let settings = Settings {

@@ -436,3 +436,147 @@ async fn serve_listens_on_a_host_name() {
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
 }
+
+#[tokio::test]
+async fn every_rpc_logs_one_json_line_with_its_outcome_and_never_a_secret_or_a_message_text() {
+    use conversations::pb::{self, conversation_service_client::ConversationServiceClient};
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(process::binary())
+        .args(["--log-format", "json", "--database"])
+        .arg(dir.path().join("conversations.db"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut key = None;
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the server starts")
+            .expect("read")
+            .expect("it printed where it listens");
+        if let Some(k) = line.strip_prefix("agent key: ") {
+            key = Some(k.trim().to_owned());
+        }
+        if let Some(addr) = line.strip_prefix("Listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    let key = key.expect("a new database prints its agent key");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = ConversationServiceClient::new(channel);
+    let started = client
+        .start_conversation(process::authorized(
+            &key,
+            pb::StartConversationRequest {
+                visitor_id: "v-logs".into(),
+                request_id: "req-start-1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("start")
+        .into_inner();
+    let id = started.conversation.expect("conversation").conversation_id;
+    let secret_text = "our-pricing-is-4200-per-seat";
+    client
+        .send_message(process::authorized(
+            &key,
+            text_request(&id, as_visitor("v-logs"), secret_text, "req-send-1"),
+        ))
+        .await
+        .expect("send");
+    let refused = client
+        .reopen_conversation(process::authorized(&key, reopen_request(&id, dana())))
+        .await
+        .expect_err("an open conversation cannot be reopened");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let unauthenticated = client
+        .get_conversation(process::authorized(
+            &format!("{key}x"),
+            get_request(&id, ""),
+        ))
+        .await
+        .expect_err("a bad key");
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+
+    // SIGTERM, as an orchestrator stops it; then read everything it logged.
+    let pid = child.id().expect("running");
+    let _ = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("it stops")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let logged: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let rpcs: Vec<&serde_json::Value> = logged.iter().filter(|l| l["message"] == "rpc").collect();
+    let line = |method: &str| {
+        let found: Vec<_> = rpcs
+            .iter()
+            .filter(|l| l["method"] == format!("conversations.v1.ConversationService/{method}"))
+            .collect();
+        assert_eq!(found.len(), 1, "one line for {method}: {stderr}");
+        *found[0]
+    };
+    let start = line("StartConversation");
+    assert_eq!(start["level"], "INFO");
+    assert_eq!(start["code"], "OK");
+    assert_eq!(start["request_id"], "req-start-1");
+    assert_eq!(start["workspace"], 1);
+    assert_eq!(start["key_id"], key_id(&key));
+    assert!(
+        start["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "{start}"
+    );
+    assert_eq!(line("SendMessage")["request_id"], "req-send-1");
+    let reopen = line("ReopenConversation");
+    assert_eq!(reopen["code"], "FAILED_PRECONDITION");
+    assert_eq!(reopen["reason"], "CONVERSATION_ALREADY_OPEN");
+    let get = line("GetConversation");
+    assert_eq!(get["code"], "UNAUTHENTICATED");
+    assert_eq!(get["reason"], "API_KEY_INVALID");
+    assert!(
+        get.get("workspace").is_none_or(serde_json::Value::is_null),
+        "{get}"
+    );
+
+    let started_line = logged
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("serving"))
+        })
+        .expect("a start-up line");
+    assert_eq!(started_line["address"], addr.as_str());
+    assert!(
+        started_line["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("synchronous=FULL")),
+        "the start-up line states the durability in force: {started_line}"
+    );
+    assert!(started_line["max_streams"].is_number());
+    assert!(
+        logged.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("stopped"))),
+        "a shutdown line: {stderr}"
+    );
+    let secret = &key[key.len() - 20..];
+    assert!(!stderr.contains(secret), "a key's secret was logged");
+    assert!(!stderr.contains(secret_text), "a message's text was logged");
+}

@@ -181,6 +181,27 @@ impl Backend {
 
     fn forget(&self) {}
 
+    /// The settings in force, as the server reports them, for the start-up
+    /// log line.
+    pub async fn in_force(&self) -> Result<String, StoreError> {
+        let mut conn = self.admin.acquire().await?;
+        let (version, commit, isolation): (String, String, String) = sqlx::query_as(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
+             current_setting('default_transaction_isolation')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(format!(
+            "PostgreSQL {version}: synchronous_commit={commit} default_transaction_isolation={isolation}; \
+             pools: {} batch, {} admin, {} read, {} feed, {} notify",
+            self.batch.options().get_max_connections(),
+            self.admin.options().get_max_connections(),
+            self.reader.options().get_max_connections(),
+            self.feed.options().get_max_connections(),
+            self.notify.options().get_max_connections(),
+        ))
+    }
+
     /// PostgreSQL checkpoints on its own.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         Ok(())

@@ -47,7 +47,7 @@ use std::{
 };
 
 use sqlx::{
-    Transaction,
+    Row, Transaction,
     pool::PoolConnection,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -210,6 +210,41 @@ impl Backend {
         }
     }
 
+    /// The settings in force on the batch connection, as SQLite reports
+    /// them, for the start-up log line.
+    pub async fn in_force(&self) -> Result<String, StoreError> {
+        let mut conn = self.batch.acquire().await?;
+        let mut read = async |pragma: &str| -> Result<String, StoreError> {
+            let row = sqlx::query(&format!("PRAGMA {pragma}"))
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(match row.try_get::<String, _>(0) {
+                Ok(text) => text,
+                Err(_) => row.try_get::<i64, _>(0)?.to_string(),
+            })
+        };
+        let journal = read("journal_mode").await?;
+        let synchronous = match read("synchronous").await?.as_str() {
+            "0" => "OFF".to_owned(),
+            "1" => "NORMAL".to_owned(),
+            "2" => "FULL".to_owned(),
+            "3" => "EXTRA".to_owned(),
+            other => other.to_owned(),
+        };
+        let busy = read("busy_timeout").await?;
+        let cache = read("cache_size").await?;
+        let foreign_keys = read("foreign_keys").await?;
+        Ok(format!(
+            "SQLite {}: journal_mode={journal} synchronous={synchronous} busy_timeout={busy}ms \
+             foreign_keys={foreign_keys} cache_size={cache} (batch); pools: {} batch, {} admin, {} read, {} feed",
+            sqlite_version(&mut conn).await?,
+            self.batch.options().get_max_connections(),
+            self.admin.options().get_max_connections(),
+            self.reader.options().get_max_connections(),
+            self.feed.options().get_max_connections(),
+        ))
+    }
+
     /// Copies what the WAL holds into the database file as far as readers
     /// allow (SQLite's PASSIVE checkpoint, which never blocks a writer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
@@ -232,6 +267,12 @@ impl Backend {
             lock.take();
         }
     }
+}
+
+async fn sqlite_version(conn: &mut Conn) -> Result<String, StoreError> {
+    Ok(sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(conn)
+        .await?)
 }
 
 /// How every connection to the database file is opened: WAL, FULL sync,
