@@ -168,6 +168,10 @@ pub struct ServeArgs {
     /// own grace (Kubernetes: 30 s).
     #[arg(long, env = "CONVERSATIONS_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace: u64,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP:
+    /// keep it on a private interface). Off when not given.
+    #[arg(long, env = "CONVERSATIONS_METRICS_LISTEN")]
+    pub metrics_listen: Option<ListenAddress>,
 }
 
 impl ServeArgs {
@@ -209,6 +213,7 @@ impl ServeArgs {
                 lease: std::time::Duration::from_secs(self.timer_lease_seconds),
             },
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace),
+            metrics_listen: self.metrics_listen.clone(),
             ..Settings::new(self.listen.clone(), database)
         }
     }
@@ -372,6 +377,8 @@ pub struct Settings {
     pub timers: TimerConfig,
     /// How long a shutdown waits for calls in flight.
     pub shutdown_grace: std::time::Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<ListenAddress>,
 }
 
 /// The PEM files TLS is served with.
@@ -397,6 +404,7 @@ impl Settings {
             tls: None,
             timers: TimerConfig::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            metrics_listen: None,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod domain;
 pub mod feed;
 pub mod grpc;
 pub mod ids;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -76,6 +76,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             println!("Listening on {}", application.local_addr());
+            if let Some(metrics) = application.metrics_addr() {
+                println!("Metrics on http://{metrics}/metrics");
+            }
             application.run_until(shutdown_signal()).await?;
         }
         Command::Workspace {

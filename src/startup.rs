@@ -74,6 +74,9 @@ pub enum StartupError {
     /// Reflection could not load the descriptors.
     #[error("could not build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// Another metrics recorder was installed in this process first.
+    #[error("could not install the metrics recorder: another one is installed")]
+    Metrics,
     /// The transport failed.
     #[error("server error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -88,7 +91,18 @@ pub struct Application {
     tls: Option<ServerTlsConfig>,
     shutdown_grace: Duration,
     settings: Settings,
+    metrics: Option<Metrics>,
 }
+
+/// The metrics endpoint, bound and not yet serving.
+struct Metrics {
+    listener: TcpListener,
+    address: SocketAddr,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// How often the database gauges (pools, file sizes) are sampled.
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a client may take over its TLS handshake: a socket that never
 /// says hello is closed rather than held.
@@ -166,6 +180,22 @@ impl Application {
             addr: settings.listen.to_string(),
             source,
         })?;
+        let metrics = match &settings.metrics_listen {
+            Some(address) => {
+                let listener = bind(address).await?;
+                let bound = listener.local_addr().map_err(|source| StartupError::Bind {
+                    addr: address.to_string(),
+                    source,
+                })?;
+                let handle = crate::metrics::install().ok_or(StartupError::Metrics)?;
+                Some(Metrics {
+                    listener,
+                    address: bound,
+                    handle,
+                })
+            }
+            None => None,
+        };
         let tls = settings.tls.as_ref().map(tls_config).transpose()?;
         let store = Store::open_to_serve(&settings.database).await?;
         let app = App::start(store, settings.feed, settings.limits).await?;
@@ -178,12 +208,18 @@ impl Application {
             tls,
             shutdown_grace: settings.shutdown_grace,
             settings: settings.clone(),
+            metrics,
         })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.address)
     }
 
     /// The use cases, e.g. for bootstrapping keys before serving.
@@ -229,6 +265,22 @@ impl Application {
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
         let purger = tokio::spawn(purge_request_ids(self.app.clone()));
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_address = self.metrics.as_ref().map(|m| m.address);
+        let metrics = self.metrics.map(|m| {
+            let store = self.app.store().clone();
+            let sampler = tokio::spawn(async move {
+                let mut every = tokio::time::interval(OBSERVE_EVERY);
+                loop {
+                    every.tick().await;
+                    store.observe();
+                }
+            });
+            let served = tokio::spawn(crate::metrics::serve(m.listener, m.handle, async move {
+                let _ = metrics_stopped.await;
+            }));
+            (sampler, served)
+        });
 
         let store = self.app.store().clone();
         let app = self.app.clone();
@@ -254,6 +306,7 @@ impl Application {
             shutdown_grace = ?self.shutdown_grace,
             max_request_bytes = MAX_REQUEST_BYTES,
             max_response_bytes = MAX_RESPONSE_BYTES,
+            metrics = ?metrics_address.map(|a| format!("http://{a}/metrics")),
             "serving conversations.v1 (ConversationService, FlowService, WorkspaceService)"
         );
         let address = self.local_addr;
@@ -313,6 +366,11 @@ impl Application {
             }
         };
         purger.abort();
+        let _ = metrics_stop.send(());
+        if let Some((sampler, served)) = metrics {
+            sampler.abort();
+            let _ = served.await;
+        }
         // No call is in flight any more: let the writer finish its queue.
         self.app.stop().await;
         store.close().await;

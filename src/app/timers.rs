@@ -83,6 +83,7 @@ async fn run(store: Store, writer: Writer, config: TimerConfig) {
                 }
             };
             let full = claimed.len() as i64 == CLAIM;
+            ::metrics::counter!(crate::metrics::TIMERS_CLAIMED).increment(claimed.len() as u64);
             if !fire(&writer, claimed).await {
                 return;
             }
@@ -116,6 +117,14 @@ async fn fire(writer: &Writer, timers: Vec<DueTimer>) -> bool {
     let mut running = true;
     while let Some(done) = calls.join_next().await {
         let Ok((timer, answer)) = done else { continue };
+        let result = match &answer {
+            Ok(_) => "fired",
+            Err(WriteError::Decide(DecideError::Refused(Refusal::NothingDue)))
+            | Err(WriteError::NotFound(_)) => "overtaken",
+            Err(WriteError::Stopped) => "stopped",
+            Err(_) => "failed",
+        };
+        ::metrics::counter!(crate::metrics::TIMERS_FIRED, "result" => result).increment(1);
         match answer {
             Ok(outcome) => tracing::debug!(
                 conversation = timer.conversation_id.as_str(),

@@ -148,9 +148,11 @@ impl Pending {
             .map(|mut n| std::mem::take(&mut *n))
             .unwrap_or_default();
         // To the microsecond.
-        let duration_ms = self.started.elapsed().as_micros() as f64 / 1000.0;
+        let elapsed = self.started.elapsed();
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         let code = code_name(code);
         let method = self.method.as_str();
+        record(method, code, &reason, elapsed);
         let workspace = note.workspace;
         let key_id = note.key_id.as_deref();
         let request_id = note.request_id.as_deref();
@@ -168,6 +170,42 @@ impl Pending {
                 "rpc"
             );
         }
+    }
+}
+
+/// The methods that answer with a stream: their duration is how long the
+/// stream stayed open, not a latency.
+const STREAMING: [&str; 2] = [
+    "conversations.v1.ConversationService/WatchEvents",
+    "grpc.health.v1.Health/Watch",
+];
+
+/// The call's metrics: its count by method and code, its latency (unary),
+/// its refusal reason, and why a stream ended.
+fn record(method: &str, code: &'static str, reason: &str, elapsed: std::time::Duration) {
+    use crate::metrics as m;
+    // Only our own methods become label values: a client cannot grow the
+    // series with made-up paths.
+    let method = if method.starts_with("conversations.v1.") || method.starts_with("grpc.") {
+        method.to_owned()
+    } else {
+        "other".to_owned()
+    };
+    ::metrics::counter!(m::RPC_REQUESTS, "method" => method.clone(), "code" => code).increment(1);
+    if !reason.is_empty() {
+        ::metrics::counter!(m::REFUSALS, "reason" => reason.to_owned()).increment(1);
+    }
+    if STREAMING.contains(&method.as_str()) {
+        if method.starts_with("conversations.") {
+            let why = if reason.is_empty() {
+                code.to_owned()
+            } else {
+                reason.to_owned()
+            };
+            ::metrics::counter!(m::STREAMS_ENDED, "reason" => why).increment(1);
+        }
+    } else {
+        ::metrics::histogram!(m::RPC_DURATION, "method" => method).record(elapsed.as_secs_f64());
     }
 }
 

@@ -21,6 +21,7 @@ use crate::{
         values::{AgentId, ConversationId, FlowId, RequestId, VisitorId},
     },
     feed::{FeedEnd, FeedItem},
+    ids::now,
     pb::{self, conversation_service_server::ConversationService},
     store::{AssigneeFilter, ListFilter},
 };
@@ -128,6 +129,25 @@ pub struct WatchEventsStream {
     /// The sequence of the last event or checkpoint yielded (at first the
     /// request's cursor).
     yielded: i64,
+    /// Counts the stream among the open ones of its kind while it is open.
+    _open: OpenStream,
+}
+
+/// One open event stream in the `conversations_streams_open` gauge of its
+/// kind, until dropped.
+struct OpenStream(&'static str);
+
+impl OpenStream {
+    fn new(kind: &'static str) -> Self {
+        ::metrics::gauge!(crate::metrics::STREAMS_OPEN, "kind" => kind).increment(1.0);
+        Self(kind)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        ::metrics::gauge!(crate::metrics::STREAMS_OPEN, "kind" => self.0).decrement(1.0);
+    }
 }
 
 impl tokio_stream::Stream for WatchEventsStream {
@@ -150,6 +170,9 @@ impl tokio_stream::Stream for WatchEventsStream {
                 let item = match item {
                     FeedItem::Event(event) => {
                         self.yielded = event.sequence;
+                        let lag = (now().0 - event.create_time.0).max(0) as f64 / 1e6;
+                        ::metrics::histogram!(crate::metrics::DELIVERY_LAG).record(lag);
+                        ::metrics::counter!(crate::metrics::EVENTS_DELIVERED).increment(1);
                         Item::Event(to_event(&event, self.role))
                     }
                     FeedItem::Checkpoint(sequence) => {
@@ -187,8 +210,14 @@ impl ConversationService for ConversationsApi {
             &req.event_types,
         );
         let query = f.done(Some(query))?;
+        let kind = if query.conversation_id.is_some() {
+            "conversation"
+        } else {
+            "workspace"
+        };
         let (subscription, permit) = self.app.watch_events(&caller, &query).await?;
         Ok(Response::new(WatchEventsStream {
+            _open: OpenStream::new(kind),
             _permit: permit,
             items: subscription.items,
             end: Some(subscription.end),

@@ -123,6 +123,24 @@ pub enum StoreError {
     },
 }
 
+/// Records a pool's connections in use and idle.
+fn observe_pool<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) {
+    let idle = pool.num_idle() as f64;
+    let open = f64::from(pool.size());
+    let gauge = |state: &'static str, value: f64| {
+        ::metrics::gauge!(crate::metrics::DB_CONNECTIONS, "pool" => name, "state" => state)
+            .set(value);
+    };
+    gauge("in_use", (open - idle).max(0.0));
+    gauge("idle", idle);
+}
+
+/// Records how long getting a connection from the pool `name` took.
+fn acquired(name: &'static str, since: std::time::Instant) {
+    ::metrics::histogram!(crate::metrics::DB_ACQUIRE, "pool" => name)
+        .record(since.elapsed().as_secs_f64());
+}
+
 /// The database's own error inside `error`, if it holds one.
 fn database_error(error: &StoreError) -> Option<&dyn sqlx::error::DatabaseError> {
     match error {
@@ -470,6 +488,12 @@ impl Store {
     /// as it reports them: for the start-up log line.
     pub async fn in_force(&self) -> Result<String, StoreError> {
         dispatch!(self, b => b.in_force().await)
+    }
+
+    /// Sets the database gauges: pool connections in use and idle, and (on
+    /// SQLite) the sizes of the file and its write-ahead log.
+    pub fn observe(&self) {
+        dispatch!(self, b => b.observe())
     }
 
     /// Closes every connection, and lets go of the SQLite file's server lock.

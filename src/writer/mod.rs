@@ -299,7 +299,16 @@ impl WriterTask {
             answers.push(state.decide(request, current.as_deref(), flow.as_deref())?);
         }
         let writes = state.into_writes();
-        tx.commit(&writes).await?;
+        let committed = tx.commit(&writes).await;
+        let result = if committed.is_ok() {
+            "committed"
+        } else {
+            "failed"
+        };
+        ::metrics::counter!(crate::metrics::BATCHES, "result" => result).increment(1);
+        committed?;
+        ::metrics::histogram!(crate::metrics::BATCH_COMMANDS).record(requests.len() as f64);
+        ::metrics::histogram!(crate::metrics::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
         tracing::debug!(
             commands = requests.len(),
             events = writes.events.len(),

@@ -129,6 +129,8 @@ impl Interceptor for Bearer {
 /// A running server and the keys of its `default` workspace.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where it serves metrics, when its settings ask for them.
+    pub metrics_addr: Option<SocketAddr>,
     /// The database it serves.
     pub database: Location,
     pub agent_key: String,
@@ -266,12 +268,14 @@ impl TestApp {
         let store = application.app().store().clone();
         let core = application.app().clone();
         let addr = application.local_addr();
+        let metrics_addr = application.metrics_addr();
         let (shutdown, rx) = oneshot::channel();
         let server = tokio::spawn(application.run_until(async {
             let _ = rx.await;
         }));
         let app = TestApp {
             addr,
+            metrics_addr,
             database,
             agent_key: String::new(),
             visitor_key: String::new(),

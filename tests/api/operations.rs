@@ -580,3 +580,180 @@ async fn every_rpc_logs_one_json_line_with_its_outcome_and_never_a_secret_or_a_m
     assert!(!stderr.contains(secret), "a key's secret was logged");
     assert!(!stderr.contains(secret_text), "a message's text was logged");
 }
+
+/// The text `GET /metrics` answers at `addr`, through a plain HTTP/1.1
+/// request (as Prometheus scrapes).
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the series `series` (name and labels as printed), or 0.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic_and_every_metric_the_dashboard_queries_is_served() {
+    use conversations::pb;
+    let app = TestApp::spawn_with(Settings {
+        metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
+        ..Settings::new(
+            "127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("address"),
+            std::path::PathBuf::new(),
+        )
+    })
+    .await;
+    let metrics = app.metrics_addr.expect("metrics are served");
+    let before = scrape(metrics).await;
+
+    // Traffic that touches every panel: calls and refusals, a widget and an
+    // Inbox stream that deliver and then end, batches, an auto-close timer.
+    let mut agent = app.agent().await;
+    let inbox = agent
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .expect("inbox stream")
+        .into_inner();
+    let conversation = start(&mut agent, "v-metrics").await;
+    let id = conversation.conversation_id.clone();
+    let mut widget = app
+        .visitor()
+        .await
+        .watch_events(pb::WatchEventsRequest {
+            conversation_id: id.clone(),
+            visitor_id: "v-metrics".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("widget stream")
+        .into_inner();
+    agent
+        .send_message(hello_request(&id, as_visitor("v-metrics")))
+        .await
+        .expect("send");
+    widget
+        .message()
+        .await
+        .expect("read")
+        .expect("an event reaches the widget");
+    let refused = agent
+        .reopen_conversation(reopen_request(&id, dana()))
+        .await
+        .expect_err("already open");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let mut admin = app.settings_admin().await;
+    set_auto_close(&mut admin, Some(1), "").await;
+    let fired = async {
+        loop {
+            let got = agent
+                .get_conversation(get_request(&id, ""))
+                .await
+                .expect("get")
+                .into_inner();
+            if got.conversation.expect("conversation").status() == pb::ConversationStatus::Closed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), fired)
+        .await
+        .expect("the auto-close timer fires");
+    drop(widget);
+    drop(inbox);
+    // The streams' ends and the database gauges are recorded within a
+    // sampling interval.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = scrape(metrics).await;
+
+    let moved = |series: &str| {
+        assert!(
+            sample(&after, series) > sample(&before, series),
+            "{series} did not move:\n{after}"
+        );
+    };
+    moved(
+        r#"conversations_rpc_requests_total{method="conversations.v1.ConversationService/StartConversation",code="OK"}"#,
+    );
+    moved(
+        r#"conversations_rpc_requests_total{method="conversations.v1.ConversationService/ReopenConversation",code="FAILED_PRECONDITION"}"#,
+    );
+    moved(r#"conversations_refusals_total{reason="CONVERSATION_ALREADY_OPEN"}"#);
+    moved(
+        r#"conversations_rpc_duration_seconds_count{method="conversations.v1.ConversationService/SendMessage"}"#,
+    );
+    moved(r#"conversations_write_batches_total{result="committed"}"#);
+    moved("conversations_write_batch_commit_seconds_count");
+    moved("conversations_feed_delivery_lag_seconds_count");
+    moved("conversations_feed_events_delivered_total");
+    moved("conversations_timers_claimed_total");
+    moved(r#"conversations_timers_fired_total{result="fired"}"#);
+    moved(r#"conversations_streams_ended_total{reason="CANCELLED"}"#);
+    assert!(
+        sample(&after, "conversations_db_file_bytes") > 0.0
+            || !matches!(app.database, Location::File(_))
+    );
+
+    // The shipped dashboard queries only what the server serves.
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/grafana/conversations.json"
+    )))
+    .expect("the dashboard is JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expression");
+            let mut rest = expr;
+            while let Some(at) = rest.find("conversations_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(
+        queried.len() >= 12,
+        "the dashboard queries our metrics: {queried:?}"
+    );
+    let served: std::collections::BTreeSet<&str> = after
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let sqlite_only = ["conversations_db_file_bytes", "conversations_db_wal_bytes"];
+    for name in &queried {
+        if !matches!(app.database, Location::File(_)) && sqlite_only.contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            served.contains(name.as_str()),
+            "the dashboard queries {name}, which /metrics does not serve:\n{after}"
+        );
+    }
+}

@@ -33,7 +33,10 @@ mod settings;
 
 mod notify;
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use sqlx::{
     ConnectOptions, Connection, Transaction,
@@ -122,24 +125,49 @@ impl Backend {
     }
 
     async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        Ok(self.reader.acquire().await?)
+        let since = Instant::now();
+        let conn = self.reader.acquire().await?;
+        super::acquired("read", since);
+        Ok(conn)
     }
 
     async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        Ok(self.feed.acquire().await?)
+        let since = Instant::now();
+        let conn = self.feed.acquire().await?;
+        super::acquired("feed", since);
+        Ok(conn)
     }
 
     /// A read transaction: every read in it sees one snapshot.
     pub(super) async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        Ok(self
+        let since = Instant::now();
+        let tx = self
             .reader
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?)
+            .await?;
+        super::acquired("read", since);
+        Ok(tx)
     }
 
     /// An administrative write transaction (keys, workspaces, flows, purges).
     pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        Ok(self.admin.begin().await?)
+        let since = Instant::now();
+        let tx = self.admin.begin().await?;
+        super::acquired("admin", since);
+        Ok(tx)
+    }
+
+    /// Sets the pool gauges.
+    pub fn observe(&self) {
+        for (name, pool) in [
+            ("batch", &self.batch),
+            ("admin", &self.admin),
+            ("read", &self.reader),
+            ("feed", &self.feed),
+            ("notify", &self.notify),
+        ] {
+            super::observe_pool(name, pool);
+        }
     }
 
     /// Commits an administrative write, in a task of its own (see the
@@ -153,7 +181,10 @@ impl Backend {
 
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
-        Ok(batch::BatchTx::new(self.batch.begin().await?, self.clone()))
+        let since = Instant::now();
+        let tx = self.batch.begin().await?;
+        super::acquired("batch", since);
+        Ok(batch::BatchTx::new(tx, self.clone()))
     }
 
     /// Other servers write too: nothing is remembered.

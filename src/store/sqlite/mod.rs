@@ -43,7 +43,7 @@ use std::{
     path::Path,
     str::FromStr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sqlx::{
@@ -100,6 +100,8 @@ pub struct Backend {
     /// The file's server lock, while serving; [`Self::close`] lets it go at
     /// once, whatever clones of the store tasks still hold.
     lock: Option<Arc<Mutex<Option<lock::ServerLock>>>>,
+    /// The database file.
+    path: Arc<Path>,
 }
 
 impl Backend {
@@ -150,26 +152,56 @@ impl Backend {
             feed: pool(2, options),
             cache: lock.is_some().then(Default::default),
             lock: lock.map(|lock| Arc::new(Mutex::new(Some(lock)))),
+            path: Arc::from(path),
         })
     }
 
     async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        Ok(self.reader.acquire().await?)
+        let since = Instant::now();
+        let conn = self.reader.acquire().await?;
+        super::acquired("read", since);
+        Ok(conn)
     }
 
     async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        Ok(self.feed.acquire().await?)
+        let since = Instant::now();
+        let conn = self.feed.acquire().await?;
+        super::acquired("feed", since);
+        Ok(conn)
     }
 
     /// A read transaction: every read in it sees one snapshot.
     pub(super) async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        Ok(self.reader.begin().await?)
+        let since = Instant::now();
+        let tx = self.reader.begin().await?;
+        super::acquired("read", since);
+        Ok(tx)
     }
 
     /// An administrative write transaction (keys, workspaces, flows,
     /// purges), holding SQLite's write lock.
     pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        Ok(self.admin.begin_with("BEGIN IMMEDIATE").await?)
+        let since = Instant::now();
+        let tx = self.admin.begin_with("BEGIN IMMEDIATE").await?;
+        super::acquired("admin", since);
+        Ok(tx)
+    }
+
+    /// Sets the pool gauges and the sizes of the file and its WAL.
+    pub fn observe(&self) {
+        for (name, pool) in [
+            ("batch", &self.batch),
+            ("admin", &self.admin),
+            ("read", &self.reader),
+            ("feed", &self.feed),
+        ] {
+            super::observe_pool(name, pool);
+        }
+        let size = |path: &Path| std::fs::metadata(path).map_or(0.0, |m| m.len() as f64);
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        ::metrics::gauge!(crate::metrics::DB_FILE_BYTES).set(size(&self.path));
+        ::metrics::gauge!(crate::metrics::DB_WAL_BYTES).set(size(Path::new(&wal)));
     }
 
     /// Commits an administrative write. It runs in a task of its own, so a
@@ -184,10 +216,10 @@ impl Backend {
 
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
-        Ok(batch::BatchTx::new(
-            self.batch.begin_with("BEGIN IMMEDIATE").await?,
-            self.clone(),
-        ))
+        let since = Instant::now();
+        let tx = self.batch.begin_with("BEGIN IMMEDIATE").await?;
+        super::acquired("batch", since);
+        Ok(batch::BatchTx::new(tx, self.clone()))
     }
 
     fn remembered_conversation(&self, id: &ConversationId) -> Option<Conversation> {
