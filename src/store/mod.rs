@@ -135,10 +135,17 @@ fn observe_pool<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) {
     gauge("idle", idle);
 }
 
-/// Records how long getting a connection from the pool `name` took.
-fn acquired(name: &'static str, since: std::time::Instant) {
+/// Gets a connection (or a transaction) from the pool `name` with `get`,
+/// recording how long that took.
+async fn acquired<T>(
+    name: &'static str,
+    get: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, StoreError> {
+    let since = std::time::Instant::now();
+    let got = get.await?;
     ::metrics::histogram!(crate::metrics::DB_ACQUIRE, "pool" => name)
         .record(since.elapsed().as_secs_f64());
+    Ok(got)
 }
 
 /// The database's own error inside `error`, if it holds one.

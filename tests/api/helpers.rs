@@ -144,6 +144,12 @@ pub struct TestApp {
     settings: Settings,
 }
 
+/// Default settings on no particular address or file (the helpers fill
+/// them in), for tests that change one field.
+pub fn default_settings() -> Settings {
+    settings_with(FeedConfig::default(), LimitsConfig::default())
+}
+
 /// Settings on no particular address or file (the helpers fill them in).
 fn settings_with(feed: FeedConfig, limits: LimitsConfig) -> Settings {
     Settings {

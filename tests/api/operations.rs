@@ -181,12 +181,7 @@ async fn health_turns_not_serving_the_moment_shutdown_starts_and_its_watches_end
     let app = TestApp::spawn_with(Settings {
         // Long enough that a shutdown held up by a watch would show.
         shutdown_grace: Duration::from_secs(60),
-        ..Settings::new(
-            "127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .expect("address"),
-            std::path::PathBuf::new(),
-        )
+        ..default_settings()
     })
     .await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
@@ -404,18 +399,7 @@ async fn serve_listens_on_a_host_name() {
         .kill_on_drop(true)
         .spawn()
         .expect("start the server");
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the server starts")
-            .expect("read")
-            .expect("it printed where it listens");
-        if let Some(addr) = line.strip_prefix("Listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
+    let (addr, _) = process::announcement(&mut child).await;
     let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
     assert!(
         addr.ip().is_loopback(),
@@ -440,7 +424,6 @@ async fn serve_listens_on_a_host_name() {
 #[tokio::test]
 async fn every_rpc_logs_one_json_line_with_its_outcome_and_never_a_secret_or_a_message_text() {
     use conversations::pb::{self, conversation_service_client::ConversationServiceClient};
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(process::binary())
         .args(["--log-format", "json", "--database"])
@@ -452,21 +435,7 @@ async fn every_rpc_logs_one_json_line_with_its_outcome_and_never_a_secret_or_a_m
         .kill_on_drop(true)
         .spawn()
         .expect("start the server");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut key = None;
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the server starts")
-            .expect("read")
-            .expect("it printed where it listens");
-        if let Some(k) = line.strip_prefix("agent key: ") {
-            key = Some(k.trim().to_owned());
-        }
-        if let Some(addr) = line.strip_prefix("Listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
+    let (addr, key) = process::announcement(&mut child).await;
     let key = key.expect("a new database prints its agent key");
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -617,12 +586,7 @@ async fn metrics_move_with_traffic_and_every_metric_the_dashboard_queries_is_ser
     use conversations::pb;
     let app = TestApp::spawn_with(Settings {
         metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
-        ..Settings::new(
-            "127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .expect("address"),
-            std::path::PathBuf::new(),
-        )
+        ..default_settings()
     })
     .await;
     let metrics = app.metrics_addr.expect("metrics are served");

@@ -37,9 +37,17 @@ pub async fn serve(database: &Location) -> (Server, Option<String>) {
         .kill_on_drop(true)
         .spawn()
         .expect("start the server binary");
+    let (addr, key) = announcement(&mut child).await;
+    (Server { child, addr }, key)
+}
+
+/// Reads a starting server's stdout up to the line that says where it
+/// listens: that address, and the agent key it printed before (a new
+/// database's).
+pub async fn announcement(child: &mut Child) -> (String, Option<String>) {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut key = None;
-    let addr = loop {
+    loop {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .expect("the server starts within 30 s")
@@ -49,10 +57,9 @@ pub async fn serve(database: &Location) -> (Server, Option<String>) {
             key = Some(k.trim().to_owned());
         }
         if let Some(addr) = line.strip_prefix("Listening on ") {
-            break addr.trim().to_owned();
+            return (addr.trim().to_owned(), key);
         }
-    };
-    (Server { child, addr }, key)
+    }
 }
 
 /// `message` with `authorization: Bearer <key>`, for plain generated

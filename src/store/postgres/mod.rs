@@ -33,10 +33,7 @@ mod settings;
 
 mod notify;
 
-use std::{
-    str::FromStr,
-    time::{Duration, Instant},
-};
+use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     ConnectOptions, Connection, Transaction,
@@ -125,36 +122,26 @@ impl Backend {
     }
 
     async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        let since = Instant::now();
-        let conn = self.reader.acquire().await?;
-        super::acquired("read", since);
-        Ok(conn)
+        super::acquired("read", self.reader.acquire()).await
     }
 
     async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        let since = Instant::now();
-        let conn = self.feed.acquire().await?;
-        super::acquired("feed", since);
-        Ok(conn)
+        super::acquired("feed", self.feed.acquire()).await
     }
 
     /// A read transaction: every read in it sees one snapshot.
     pub(super) async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        let since = Instant::now();
-        let tx = self
-            .reader
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        super::acquired("read", since);
-        Ok(tx)
+        super::acquired(
+            "read",
+            self.reader
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+        )
+        .await
     }
 
     /// An administrative write transaction (keys, workspaces, flows, purges).
     pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        let since = Instant::now();
-        let tx = self.admin.begin().await?;
-        super::acquired("admin", since);
-        Ok(tx)
+        super::acquired("admin", self.admin.begin()).await
     }
 
     /// Sets the pool gauges.
@@ -181,9 +168,7 @@ impl Backend {
 
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
-        let since = Instant::now();
-        let tx = self.batch.begin().await?;
-        super::acquired("batch", since);
+        let tx = super::acquired("batch", self.batch.begin()).await?;
         Ok(batch::BatchTx::new(tx, self.clone()))
     }
 

@@ -43,7 +43,7 @@ use std::{
     path::Path,
     str::FromStr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sqlx::{
@@ -157,34 +157,22 @@ impl Backend {
     }
 
     async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        let since = Instant::now();
-        let conn = self.reader.acquire().await?;
-        super::acquired("read", since);
-        Ok(conn)
+        super::acquired("read", self.reader.acquire()).await
     }
 
     async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        let since = Instant::now();
-        let conn = self.feed.acquire().await?;
-        super::acquired("feed", since);
-        Ok(conn)
+        super::acquired("feed", self.feed.acquire()).await
     }
 
     /// A read transaction: every read in it sees one snapshot.
     pub(super) async fn begin_read(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        let since = Instant::now();
-        let tx = self.reader.begin().await?;
-        super::acquired("read", since);
-        Ok(tx)
+        super::acquired("read", self.reader.begin()).await
     }
 
     /// An administrative write transaction (keys, workspaces, flows,
     /// purges), holding SQLite's write lock.
     pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        let since = Instant::now();
-        let tx = self.admin.begin_with("BEGIN IMMEDIATE").await?;
-        super::acquired("admin", since);
-        Ok(tx)
+        super::acquired("admin", self.admin.begin_with("BEGIN IMMEDIATE")).await
     }
 
     /// Sets the pool gauges and the sizes of the file and its WAL.
@@ -216,9 +204,7 @@ impl Backend {
 
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
-        let since = Instant::now();
-        let tx = self.batch.begin_with("BEGIN IMMEDIATE").await?;
-        super::acquired("batch", since);
+        let tx = super::acquired("batch", self.batch.begin_with("BEGIN IMMEDIATE")).await?;
         Ok(batch::BatchTx::new(tx, self.clone()))
     }
 
