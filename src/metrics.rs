@@ -48,6 +48,9 @@ pub const DB_WAL_BYTES: &str = "conversations_db_wal_bytes";
 pub const DB_CONNECTIONS: &str = "conversations_db_pool_connections";
 /// Time to get a connection from each `pool`, in seconds (waits show here).
 pub const DB_ACQUIRE: &str = "conversations_db_acquire_seconds";
+/// Time a read operation spent in the database (holding its connection of
+/// `pool`), in seconds.
+pub const DB_OPERATION: &str = "conversations_db_operation_seconds";
 
 /// Buckets for latencies: 100 µs to 10 s.
 const SECONDS: [f64; 16] = [

@@ -148,6 +148,46 @@ async fn acquired<T>(
     Ok(got)
 }
 
+/// A pooled connection taken for one operation (callers never hold one
+/// longer): the time it is held is the operation's time in the database,
+/// recorded when it is dropped.
+pub(crate) struct Held<DB: sqlx::Database> {
+    conn: sqlx::pool::PoolConnection<DB>,
+    pool: &'static str,
+    since: std::time::Instant,
+}
+
+impl<DB: sqlx::Database> Held<DB> {
+    fn new(pool: &'static str, conn: sqlx::pool::PoolConnection<DB>) -> Self {
+        Self {
+            conn,
+            pool,
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Held<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Held<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Held<DB> {
+    fn drop(&mut self) {
+        ::metrics::histogram!(crate::metrics::DB_OPERATION, "pool" => self.pool)
+            .record(self.since.elapsed().as_secs_f64());
+    }
+}
+
 /// The database's own error inside `error`, if it holds one.
 fn database_error(error: &StoreError) -> Option<&dyn sqlx::error::DatabaseError> {
     match error {

@@ -37,7 +37,6 @@ use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     ConnectOptions, Connection, Transaction,
-    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
 use tokio::sync::mpsc;
@@ -121,12 +120,14 @@ impl Backend {
         })
     }
 
-    async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        super::acquired("read", self.reader.acquire()).await
+    async fn read(&self) -> Result<super::Held<Db>, StoreError> {
+        let conn = super::acquired("read", self.reader.acquire()).await?;
+        Ok(super::Held::new("read", conn))
     }
 
-    async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        super::acquired("feed", self.feed.acquire()).await
+    async fn feed_read(&self) -> Result<super::Held<Db>, StoreError> {
+        let conn = super::acquired("feed", self.feed.acquire()).await?;
+        Ok(super::Held::new("feed", conn))
     }
 
     /// A read transaction: every read in it sees one snapshot.

@@ -48,7 +48,6 @@ use std::{
 
 use sqlx::{
     Row, Transaction,
-    pool::PoolConnection,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
@@ -156,12 +155,14 @@ impl Backend {
         })
     }
 
-    async fn read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        super::acquired("read", self.reader.acquire()).await
+    async fn read(&self) -> Result<super::Held<Db>, StoreError> {
+        let conn = super::acquired("read", self.reader.acquire()).await?;
+        Ok(super::Held::new("read", conn))
     }
 
-    async fn feed_read(&self) -> Result<PoolConnection<Db>, StoreError> {
-        super::acquired("feed", self.feed.acquire()).await
+    async fn feed_read(&self) -> Result<super::Held<Db>, StoreError> {
+        let conn = super::acquired("feed", self.feed.acquire()).await?;
+        Ok(super::Held::new("feed", conn))
     }
 
     /// A read transaction: every read in it sees one snapshot.
