@@ -8,7 +8,7 @@ use clap::Parser;
 use conversations::{
     app::admin,
     config::{Cli, Command, FlowCommand, KeyCommand, WorkspaceCommand},
-    domain::timers::exact_time,
+    domain::spoken::exact_time,
     startup::{Application, shutdown_signal},
     store::Store,
     telemetry,
@@ -104,7 +104,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Some(auto) => {
                     println!(
                         "Workspace `{workspace}`: auto-close after {} without a message.",
-                        conversations::domain::timers::spoken_duration(auto.after_micros)
+                        conversations::domain::spoken::spoken_duration(auto.after_micros)
                     );
                     match &auto.message {
                         Some(text) => println!("The visitor is told: {}", text.as_str()),

@@ -183,7 +183,7 @@ impl Transactional {
         let text = format!(
             "{} snoozed the conversation until {}{}.",
             spoken(&actor),
-            super::timers::spoken_time(until),
+            super::spoken::spoken_time(until),
             channel_suffix(&actor, Audience::Agents)
         );
         Self {
@@ -205,7 +205,7 @@ impl Transactional {
             actor: Author::System,
             text: format!(
                 "The conversation was closed after {} without activity.",
-                super::timers::spoken_duration(idle_micros)
+                super::spoken::spoken_duration(idle_micros)
             ),
         }
     }
