@@ -158,12 +158,14 @@ pub(crate) struct Held<DB: sqlx::Database> {
 }
 
 impl<DB: sqlx::Database> Held<DB> {
-    fn new(pool: &'static str, conn: sqlx::pool::PoolConnection<DB>) -> Self {
-        Self {
-            conn,
-            pool,
+    /// A connection of `pool`, named `name` in the metrics, for one
+    /// operation.
+    async fn take(name: &'static str, pool: &sqlx::Pool<DB>) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: acquired(name, pool.acquire()).await?,
+            pool: name,
             since: std::time::Instant::now(),
-        }
+        })
     }
 }
 

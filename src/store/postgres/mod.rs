@@ -121,13 +121,11 @@ impl Backend {
     }
 
     async fn read(&self) -> Result<super::Held<Db>, StoreError> {
-        let conn = super::acquired("read", self.reader.acquire()).await?;
-        Ok(super::Held::new("read", conn))
+        super::Held::take("read", &self.reader).await
     }
 
     async fn feed_read(&self) -> Result<super::Held<Db>, StoreError> {
-        let conn = super::acquired("feed", self.feed.acquire()).await?;
-        Ok(super::Held::new("feed", conn))
+        super::Held::take("feed", &self.feed).await
     }
 
     /// A read transaction: every read in it sees one snapshot.
