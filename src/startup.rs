@@ -89,7 +89,6 @@ pub struct Application {
     app: App,
     max_connection_age: Option<Duration>,
     tls: Option<ServerTlsConfig>,
-    shutdown_grace: Duration,
     settings: Settings,
     metrics: Option<Metrics>,
 }
@@ -206,7 +205,6 @@ impl Application {
             app,
             max_connection_age: settings.max_connection_age,
             tls,
-            shutdown_grace: settings.shutdown_grace,
             settings: settings.clone(),
             metrics,
         })
@@ -284,7 +282,7 @@ impl Application {
 
         let store = self.app.store().clone();
         let app = self.app.clone();
-        let shutdown_grace = self.shutdown_grace;
+        let shutdown_grace = self.settings.shutdown_grace;
         let in_force = store
             .in_force()
             .await
@@ -303,7 +301,7 @@ impl Application {
             slow_subscriber_after = ?settings.feed.slow_after,
             timer_lease = ?settings.timers.lease,
             max_connection_age = ?self.max_connection_age,
-            shutdown_grace = ?self.shutdown_grace,
+            shutdown_grace = ?settings.shutdown_grace,
             max_request_bytes = MAX_REQUEST_BYTES,
             max_response_bytes = MAX_RESPONSE_BYTES,
             metrics = ?metrics_address.map(|a| format!("http://{a}/metrics")),
