@@ -4,8 +4,8 @@
 # one bash (set -eu: any command that fails fails the run), then every
 # ```python block that follows `<!-- walkthrough:python -->`, against a fresh
 # server on a fresh database, on localhost:50051 as the README says, in a
-# directory that holds only the checkout's proto/ (the README's Python runs
-# from the checkout). The keys are set the way the README tells the reader
+# directory that holds only the checkout's proto/ and examples/ (the README
+# runs those commands from the checkout). The keys are set the way the README tells the reader
 # to: from what the server printed on its first start. Needs grpcurl, jq,
 # python3 with grpcio, grpcio-tools and grpcio-status.
 #
@@ -47,6 +47,7 @@ export PATH="$WORK/bin:$PATH"
 
 cd "$WORK"
 ln -s "$ROOT/proto" proto
+ln -s "$ROOT/examples" examples
 if (exec 3<>/dev/tcp/127.0.0.1/50051) 2>/dev/null; then
     echo "localhost:50051 is taken; the walkthrough needs it (stop what listens there)" >&2
     exit 1
