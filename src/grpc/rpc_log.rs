@@ -184,12 +184,13 @@ const STREAMING: [&str; 2] = [
 /// its refusal reason, and why a stream ended.
 fn record(method: &str, code: &'static str, reason: &str, elapsed: std::time::Duration) {
     use crate::metrics as m;
-    // Only our own methods become label values: a client cannot grow the
-    // series with made-up paths.
-    let method = if method.starts_with("conversations.v1.") || method.starts_with("grpc.") {
-        method.to_owned()
-    } else {
+    // Only methods the server implements become label values: any other
+    // path is answered UNIMPLEMENTED, so a client cannot grow the series
+    // with made-up paths (a prefix test would let `/grpc.x1/…` through).
+    let method = if code == "UNIMPLEMENTED" {
         "other".to_owned()
+    } else {
+        method.to_owned()
     };
     ::metrics::counter!(m::RPC_REQUESTS, "method" => method.clone(), "code" => code).increment(1);
     if !reason.is_empty() {

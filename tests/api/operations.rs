@@ -645,6 +645,24 @@ async fn metrics_move_with_traffic_and_every_metric_the_dashboard_queries_is_ser
     tokio::time::timeout(Duration::from_secs(20), fired)
         .await
         .expect("the auto-close timer fires");
+    // A path the server does not implement counts, but not under its name.
+    let mut raw = tonic::client::Grpc::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    raw.ready().await.expect("ready");
+    let made_up = raw
+        .unary(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/grpc.madeup1.Probe/Call"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .expect_err("no such method");
+    assert_eq!(made_up.code(), tonic::Code::Unimplemented);
     drop(widget);
     drop(inbox);
     // The streams' ends and the database gauges are recorded within a
