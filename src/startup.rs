@@ -267,11 +267,16 @@ impl Application {
         let metrics_address = self.metrics.as_ref().map(|m| m.address);
         let metrics = self.metrics.map(|m| {
             let store = self.app.store().clone();
+            let handle = m.handle.clone();
             let sampler = tokio::spawn(async move {
                 let mut every = tokio::time::interval(OBSERVE_EVERY);
                 loop {
                     every.tick().await;
                     store.observe();
+                    // Folds the histograms' recorded samples into their
+                    // buckets; without it they pile up until a scrape,
+                    // without bound if no one ever scrapes.
+                    handle.run_upkeep();
                 }
             });
             let served = tokio::spawn(crate::metrics::serve(m.listener, m.handle, async move {
