@@ -741,6 +741,7 @@ async fn seed(db: &Location, sizes: &Sizes) -> Result<Seeded> {
         workspace_id,
         role: Role::Agent,
         key_id: "bench-seed".into(),
+        session: None,
     };
     let started = Instant::now();
     let executes = Arc::new(AtomicUsize::new(0));

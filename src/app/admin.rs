@@ -118,6 +118,7 @@ pub async fn apply_flow(
         workspace_id,
         role: Role::Admin,
         key_id: "command-line".into(),
+        session: None,
     };
     let app = super::flows::Flows::new(store.clone());
     let definition = FlowDefinition {

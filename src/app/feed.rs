@@ -72,6 +72,7 @@ impl App {
                 "narrows a conversation_id; give the conversation too",
             )]));
         }
+        caller.require_own_visitor(query.visitor_id.as_ref())?;
         if caller.role == Role::Visitor {
             let missing: Vec<_> = [
                 ("conversation_id", query.conversation_id.is_some()),
@@ -136,15 +137,16 @@ impl App {
 
     /// Opens a stream of the feed after `query.after_sequence`, counted
     /// against the stream limits until the returned permit is dropped. It
-    /// ends with `FeedEnd::Revoked` if the caller's key is revoked meanwhile.
+    /// ends with `FeedEnd::Revoked` if the caller's key is revoked meanwhile
+    /// (or, for a visitor session, when the session is revoked or expires).
     pub async fn watch_events(
         &self,
         caller: &Caller,
         query: &EventQuery,
     ) -> Result<(Subscription, StreamPermit), AppError> {
         let scope = self.event_scope(caller, query).await?;
-        let permit = self.limits.open_stream(&caller.key_id)?;
-        let revoked = self.keys.revocation(&caller.key_id);
+        let permit = self.limits.open_stream(&caller.stream_owner())?;
+        let revoked = self.credentials_end(caller);
         Ok((
             self.feed.subscribe(scope, query.after_sequence, revoked),
             permit,

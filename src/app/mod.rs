@@ -21,7 +21,7 @@ use crate::{
 };
 
 pub use crate::ids::{UlidIds, now};
-pub use auth::{AuthError, Caller};
+pub use auth::{AuthError, Caller, IssuedSession, VisitorSession};
 pub use limits::{Limits, LimitsConfig, StreamLimit, StreamPermit};
 
 /// A request field that is not acceptable, and why.
@@ -149,7 +149,7 @@ impl App {
     ) -> Result<Self, StoreError> {
         let feed = Feed::open(store.clone(), feed).await?;
         let writer = Writer::start(store.clone(), feed.clone());
-        let keys = auth::KeyCache::start(store.clone());
+        let keys = auth::KeyCache::start(store.clone()).await?;
         let checkpointer = std::sync::Arc::new(tokio::spawn(checkpoint(store.clone())));
         Ok(Self {
             store,

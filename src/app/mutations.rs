@@ -50,6 +50,16 @@ fn authorize(caller: &Caller, command: &Command) -> Result<(), AppError> {
         return Ok(());
     }
     match command {
+        Command::Start { visitor_id, .. } | Command::Restart { visitor_id, .. } => {
+            caller.require_own_visitor(Some(visitor_id))?;
+        }
+        Command::SendMessage {
+            sender: Sender::Visitor(visitor_id),
+            ..
+        } => caller.require_own_visitor(Some(visitor_id))?,
+        _ => {}
+    }
+    match command {
         Command::Start { agent: Some(_), .. } => Err(AppError::PermissionDenied(
             "visitor keys cannot start a conversation as an agent; leave `agent` unset or use an agent key",
         )),

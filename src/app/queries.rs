@@ -150,6 +150,7 @@ impl App {
         visitor_id: Option<&VisitorId>,
     ) -> Result<(), AppError> {
         caller.require_conversation_access()?;
+        caller.require_own_visitor(visitor_id)?;
         if caller.role == Role::Visitor && visitor_id.is_none() {
             return Err(AppError::InvalidArgument(vec![FieldViolation {
                 field: "visitor_id".into(),

@@ -8,6 +8,7 @@ pub mod flow;
 pub mod lifecycle;
 pub mod message;
 pub mod scope;
+pub mod session;
 pub mod spoken;
 pub mod status;
 pub mod timers;

@@ -118,6 +118,21 @@ pub fn agent(fields: &mut Fields, field: &str, value: Option<&pb::AgentRef>) -> 
     })
 }
 
+/// A `google.protobuf.Duration` of whole seconds (no fraction, not
+/// negative), as seconds.
+pub(super) fn whole_seconds(fields: &mut Fields, field: &str, value: &Duration) -> Option<i64> {
+    if value.nanos != 0 || value.seconds < 0 {
+        fields.violation(field, "must be a whole, positive number of seconds");
+        return None;
+    }
+    Some(value.seconds)
+}
+
+/// A visitor session id, as CreateVisitorSession gives them.
+pub(super) fn session_id(value: &str) -> Result<String, Invalid> {
+    crate::domain::session::check_session_id(value).map(|()| value.to_owned())
+}
+
 pub(super) fn timestamp(
     fields: &mut Fields,
     field: &str,

@@ -77,6 +77,20 @@ impl From<AppError> for Status {
                 message,
                 HashMap::new(),
             ),
+            AppError::Unauthenticated(
+                reason @ (AuthError::SessionInvalid
+                | AuthError::SessionExpired
+                | AuthError::SessionRevoked),
+            ) => status(
+                Code::Unauthenticated,
+                match reason {
+                    AuthError::SessionExpired => "SESSION_EXPIRED",
+                    AuthError::SessionRevoked => "SESSION_REVOKED",
+                    _ => "SESSION_INVALID",
+                },
+                message,
+                HashMap::new(),
+            ),
             AppError::Decide(DecideError::Refused(refusal)) => status(
                 Code::FailedPrecondition,
                 refusal.reason(),
@@ -205,6 +219,28 @@ pub fn malformed_request(why: &str) -> Status {
         "MALFORMED_REQUEST",
         format!("the request body is not a valid message of this method's request type ({why})"),
         HashMap::new(),
+    )
+}
+
+/// How a visitor session's stream ends when its credentials do: the
+/// session expired, or it (or its key) was revoked.
+pub fn session_stream_ended(last_sequence: i64, expired: bool) -> Status {
+    let (reason, why) = if expired {
+        (
+            "SESSION_EXPIRED",
+            "the visitor session of this stream expired; with a new session from the site's backend",
+        )
+    } else {
+        (
+            "SESSION_REVOKED",
+            "the visitor session of this stream was revoked; with a new session from the site's backend",
+        )
+    };
+    status(
+        Code::Unauthenticated,
+        reason,
+        format!("{why}, reconnect with after_sequence = {last_sequence} to resume without loss"),
+        HashMap::from([("last_sequence".to_owned(), last_sequence.to_string())]),
     )
 }
 

@@ -34,6 +34,8 @@ tokio::task_local! {
 struct Note {
     workspace: Option<i64>,
     key_id: Option<String>,
+    /// A visitor session's id (never its token).
+    session_id: Option<String>,
     request_id: Option<String>,
 }
 
@@ -50,6 +52,7 @@ pub fn note_caller(caller: &Caller) {
     note(|n| {
         n.workspace = Some(caller.workspace_id.0);
         n.key_id = Some(caller.key_id.clone());
+        n.session_id = caller.session.as_ref().map(|s| s.session_id.clone());
     });
 }
 
@@ -155,18 +158,21 @@ impl Pending {
         record(method, code, &reason, elapsed);
         let workspace = note.workspace;
         let key_id = note.key_id.as_deref();
+        let session_id = note.session_id.as_deref();
         let request_id = note.request_id.as_deref();
         let last_sequence = last_sequence.as_deref();
         if method.starts_with("grpc.") {
             tracing::debug!(
                 target: "conversations::rpc",
-                method, code, reason, duration_ms, workspace, key_id, request_id, last_sequence,
+                method, code, reason, duration_ms, workspace, key_id, session_id, request_id,
+                last_sequence,
                 "rpc"
             );
         } else {
             tracing::info!(
                 target: "conversations::rpc",
-                method, code, reason, duration_ms, workspace, key_id, request_id, last_sequence,
+                method, code, reason, duration_ms, workspace, key_id, session_id, request_id,
+                last_sequence,
                 "rpc"
             );
         }

@@ -15,7 +15,7 @@ use super::convert::{self, Fields, page_size, page_token, to_conversation, to_ev
 use crate::{
     app::{App, Caller, StreamPermit, feed::EventQuery, mutations::Outcome, queries::count_of},
     domain::{
-        Command, Status as ConversationStatus,
+        Command, Micros, Status as ConversationStatus,
         credentials::Role,
         lifecycle::{AgentAction, Sender},
         values::{AgentId, ConversationId, FlowId, RequestId, VisitorId},
@@ -46,6 +46,15 @@ impl ConversationsApi {
         Self { app }
     }
 
+    /// A request's `visitor_id`: as given, or, when empty and the caller is
+    /// a visitor session, the session's own.
+    fn visitor<'a>(caller: &'a Caller, given: &'a str) -> &'a str {
+        match &caller.session {
+            Some(grant) if given.is_empty() => grant.visitor_id.as_str(),
+            _ => given,
+        }
+    }
+
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let caller = self.app.admit(super::authorization(request)).await?;
         super::rpc_log::note_caller(&caller);
@@ -65,6 +74,7 @@ impl ConversationsApi {
     /// Parses the shared part of WatchEvents and ListEvents.
     fn event_query(
         f: &mut Fields,
+        caller: &Caller,
         after_sequence: i64,
         conversation_id: &str,
         visitor_id: &str,
@@ -73,7 +83,11 @@ impl ConversationsApi {
         EventQuery {
             after_sequence,
             conversation_id: f.optional("conversation_id", conversation_id, ConversationId::parse),
-            visitor_id: f.optional("visitor_id", visitor_id, VisitorId::parse),
+            visitor_id: f.optional(
+                "visitor_id",
+                Self::visitor(caller, visitor_id),
+                VisitorId::parse,
+            ),
             kinds: convert::event_kinds(f, event_types),
         }
     }
@@ -131,6 +145,9 @@ pub struct WatchEventsStream {
     yielded: i64,
     /// Counts the stream among the open ones of its kind while it is open.
     _open: OpenStream,
+    /// For a visitor session's stream: when the session expires, to tell an
+    /// expiry from a revocation when its credentials end.
+    session_expire: Option<Micros>,
 }
 
 /// One open event stream in the `conversations_streams_open` gauge of its
@@ -162,7 +179,13 @@ impl tokio_stream::Stream for WatchEventsStream {
             self.end = None;
             if let Ok(reason) = reason {
                 self.items.close();
-                return Poll::Ready(Some(Err(reason.resume_from(self.yielded).into())));
+                let status = match (reason.resume_from(self.yielded), self.session_expire) {
+                    (FeedEnd::Revoked { last_sequence }, Some(expire)) => {
+                        super::error::session_stream_ended(last_sequence, now() >= expire)
+                    }
+                    (reason, _) => reason.into(),
+                };
+                return Poll::Ready(Some(Err(status)));
             }
         }
         match self.items.poll_recv(cx) {
@@ -204,6 +227,7 @@ impl ConversationService for ConversationsApi {
         let mut f = Fields::default();
         let query = Self::event_query(
             &mut f,
+            &caller,
             req.after_sequence,
             &req.conversation_id,
             &req.visitor_id,
@@ -223,6 +247,7 @@ impl ConversationService for ConversationsApi {
             end: Some(subscription.end),
             role: caller.role,
             yielded: query.after_sequence,
+            session_expire: caller.session.as_ref().map(|grant| grant.expire_time),
         }))
     }
 
@@ -236,6 +261,7 @@ impl ConversationService for ConversationsApi {
         let mut f = Fields::default();
         let query = Self::event_query(
             &mut f,
+            &caller,
             req.after_sequence,
             &req.conversation_id,
             &req.visitor_id,
@@ -263,7 +289,10 @@ impl ConversationService for ConversationsApi {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let mut f = Fields::default();
-        let visitor_id = f.check("visitor_id", VisitorId::parse(&req.visitor_id));
+        let visitor_id = f.check(
+            "visitor_id",
+            VisitorId::parse(Self::visitor(&caller, &req.visitor_id)),
+        );
         let agent = req
             .agent
             .as_ref()
@@ -298,7 +327,11 @@ impl ConversationService for ConversationsApi {
             "conversation_id",
             ConversationId::parse(&req.conversation_id),
         );
-        let visitor_id = f.optional("visitor_id", &req.visitor_id, VisitorId::parse);
+        let visitor_id = f.optional(
+            "visitor_id",
+            Self::visitor(&caller, &req.visitor_id),
+            VisitorId::parse,
+        );
         let conversation_id = f.done(conversation_id)?;
         let conversation = self
             .app
@@ -332,7 +365,11 @@ impl ConversationService for ConversationsApi {
                 AssigneeFilter::Any
             }
         };
-        let visitor_id = f.optional("visitor_id", &req.visitor_id, VisitorId::parse);
+        let visitor_id = f.optional(
+            "visitor_id",
+            Self::visitor(&caller, &req.visitor_id),
+            VisitorId::parse,
+        );
         let size = page_size(&mut f, req.page_size);
         let filter = f.done(Some(ListFilter {
             statuses,
@@ -374,7 +411,14 @@ impl ConversationService for ConversationsApi {
                 convert::agent(&mut f, "agent", Some(agent)).map(Sender::Agent)
             }
             Some(PbSender::VisitorId(visitor_id)) => f
-                .check("visitor_id", VisitorId::parse(visitor_id))
+                .check(
+                    "visitor_id",
+                    VisitorId::parse(Self::visitor(&caller, visitor_id)),
+                )
+                .map(Sender::Visitor),
+            // A visitor session writes as its visitor.
+            None if caller.session.is_some() => f
+                .check("visitor_id", VisitorId::parse(Self::visitor(&caller, "")))
                 .map(Sender::Visitor),
             None => {
                 f.violation("sender", "is required: set agent or visitor_id");
@@ -412,7 +456,11 @@ impl ConversationService for ConversationsApi {
             "conversation_id",
             ConversationId::parse(&req.conversation_id),
         );
-        let visitor_id = f.optional("visitor_id", &req.visitor_id, VisitorId::parse);
+        let visitor_id = f.optional(
+            "visitor_id",
+            Self::visitor(&caller, &req.visitor_id),
+            VisitorId::parse,
+        );
         let size = page_size(&mut f, req.page_size);
         let conversation_id = f.done(conversation_id)?;
         let page = self
@@ -519,7 +567,10 @@ impl ConversationService for ConversationsApi {
             "conversation_id",
             ConversationId::parse(&req.conversation_id),
         );
-        let visitor_id = f.check("visitor_id", VisitorId::parse(&req.visitor_id));
+        let visitor_id = f.check(
+            "visitor_id",
+            VisitorId::parse(Self::visitor(&caller, &req.visitor_id)),
+        );
         let request_id = f.optional("request_id", &req.request_id, RequestId::parse);
         let command = f.done((|| {
             Some(Command::Restart {
@@ -566,5 +617,43 @@ impl ConversationService for ConversationsApi {
             conversation: Some(to_conversation(&outcome.conversation, caller.role)),
             event_sequence: outcome.event_sequence,
         }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn create_visitor_session(
+        &self,
+        request: Request<pb::CreateVisitorSessionRequest>,
+    ) -> Result<Response<pb::CreateVisitorSessionResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let visitor_id = f.check("visitor_id", VisitorId::parse(&req.visitor_id));
+        let ttl = req
+            .ttl
+            .as_ref()
+            .and_then(|ttl| convert::whole_seconds(&mut f, "ttl", ttl));
+        let visitor_id = f.done(visitor_id)?;
+        let session = self.app.create_visitor_session(&caller, visitor_id, ttl)?;
+        Ok(Response::new(pb::CreateVisitorSessionResponse {
+            token: session.token,
+            session_id: session.session_id,
+            expire_time: Some(convert::to_timestamp(session.expire_time)),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn revoke_visitor_session(
+        &self,
+        request: Request<pb::RevokeVisitorSessionRequest>,
+    ) -> Result<Response<pb::RevokeVisitorSessionResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let mut f = Fields::default();
+        let session_id = f.check("session_id", convert::session_id(&req.session_id));
+        let session_id = f.done(session_id)?;
+        self.app
+            .revoke_visitor_session(&caller, &session_id)
+            .await?;
+        Ok(Response::new(pb::RevokeVisitorSessionResponse {}))
     }
 }

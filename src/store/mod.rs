@@ -527,6 +527,43 @@ impl Store {
         dispatch!(self, b => b.purge_request_ids(cutoff).await)
     }
 
+    /// The secret that signs visitor session tokens; `candidate` becomes it
+    /// on a database that has none (every server on one database gets the
+    /// same one).
+    pub async fn session_secret(
+        &self,
+        candidate: &[u8],
+        now: Micros,
+    ) -> Result<Vec<u8>, StoreError> {
+        dispatch!(self, b => b.session_secret(candidate, now).await)
+    }
+
+    /// Records a visitor session of `workspace_id` as revoked until
+    /// `expire_time` (again is no change).
+    pub async fn revoke_session(
+        &self,
+        workspace_id: WorkspaceId,
+        session_id: &str,
+        expire_time: Micros,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, b => b.revoke_session(workspace_id, session_id, expire_time, now).await)
+    }
+
+    /// Visitor sessions revoked at or after `since`, not yet expired at `now`.
+    pub async fn revoked_sessions_since(
+        &self,
+        since: Micros,
+        now: Micros,
+    ) -> Result<Vec<(WorkspaceId, String)>, StoreError> {
+        dispatch!(self, b => b.revoked_sessions_since(since, now).await)
+    }
+
+    /// Forgets revocations of sessions expired before `cutoff`.
+    pub async fn purge_revoked_sessions(&self, cutoff: Micros) -> Result<u64, StoreError> {
+        dispatch!(self, b => b.purge_revoked_sessions(cutoff).await)
+    }
+
     /// Housekeeping the backend does not do on its own (SQLite: copying
     /// the WAL into the file, never blocking a writer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {

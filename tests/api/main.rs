@@ -18,6 +18,7 @@ mod process;
 mod replicas;
 mod roles;
 mod scale;
+mod sessions;
 mod status_table;
 mod tenancy;
 mod timers;

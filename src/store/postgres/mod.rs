@@ -28,6 +28,8 @@ mod keys;
 mod messages;
 #[path = "../sql/operations.rs"]
 mod operations;
+#[path = "../sql/sessions.rs"]
+mod sessions;
 #[path = "../sql/settings.rs"]
 mod settings;
 

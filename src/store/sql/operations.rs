@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Backend, conversations, counters, events, flows, idempotency, keys, messages, settings,
+    Backend, conversations, counters, events, flows, idempotency, keys, messages, sessions,
+    settings,
 };
 use crate::{
     domain::lifecycle::Event,
@@ -329,6 +330,49 @@ impl Backend {
     pub async fn purge_request_ids(&self, cutoff: Micros) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let purged = idempotency::purge_before(&mut tx, cutoff).await?;
+        self.commit(tx).await?;
+        Ok(purged)
+    }
+
+    /// The secret that signs visitor session tokens; `candidate` becomes it
+    /// on a database that has none.
+    pub async fn session_secret(
+        &self,
+        candidate: &[u8],
+        now: Micros,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let secret = sessions::session_secret(&mut tx, candidate, now).await?;
+        self.commit(tx).await?;
+        Ok(secret)
+    }
+
+    /// Records a visitor session as revoked until `expire_time`.
+    pub async fn revoke_session(
+        &self,
+        workspace_id: WorkspaceId,
+        session_id: &str,
+        expire_time: Micros,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sessions::revoke_session(&mut tx, workspace_id, session_id, expire_time, now).await?;
+        self.commit(tx).await
+    }
+
+    /// Visitor sessions revoked at or after `since`, not yet expired at `now`.
+    pub async fn revoked_sessions_since(
+        &self,
+        since: Micros,
+        now: Micros,
+    ) -> Result<Vec<(WorkspaceId, String)>, StoreError> {
+        sessions::revoked_sessions_since(&mut *self.read().await?, since, now).await
+    }
+
+    /// Forgets revocations of sessions expired before `cutoff`.
+    pub async fn purge_revoked_sessions(&self, cutoff: Micros) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let purged = sessions::purge_expired(&mut tx, cutoff).await?;
         self.commit(tx).await?;
         Ok(purged)
     }
