@@ -172,6 +172,21 @@ pub struct ServeArgs {
     /// keep it on a private interface). Off when not given.
     #[arg(long, env = "CONVERSATIONS_METRICS_LISTEN")]
     pub metrics_listen: Option<ListenAddress>,
+    /// Admit browsers of this origin (`https://www.example.com`, scheme,
+    /// host and port only) to call over grpc-web. Repeat it for each site;
+    /// the environment variable takes them comma-separated. None by
+    /// default: no cross-origin browser is admitted until you name it.
+    #[arg(
+        long = "cors-origin",
+        env = "CONVERSATIONS_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<CorsOrigin>,
+    /// Serve the static files of this directory (e.g. the demo widget and
+    /// Inbox, examples/web/dist) to GET requests on the same port; their
+    /// pages then call grpc-web from the server's own origin.
+    #[arg(long, env = "CONVERSATIONS_WEB_ROOT")]
+    pub web_root: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -214,6 +229,8 @@ impl ServeArgs {
             },
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace),
             metrics_listen: self.metrics_listen.clone(),
+            cors_origins: self.cors_origins.clone(),
+            web_root: self.web_root.clone(),
             ..Settings::new(self.listen.clone(), database)
         }
     }
@@ -379,6 +396,54 @@ pub struct Settings {
     pub shutdown_grace: std::time::Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<ListenAddress>,
+    /// The browser origins admitted to call over grpc-web (CORS).
+    pub cors_origins: Vec<CorsOrigin>,
+    /// Static files served to GET requests, if any.
+    pub web_root: Option<PathBuf>,
+}
+
+/// A browser origin: `scheme://host[:port]`, as browsers send it in the
+/// `Origin` header (no path, no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsOrigin(String);
+
+impl CorsOrigin {
+    /// The origin as browsers write it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let refuse = |why: &str| {
+            Err(format!(
+                "{text:?} is not an origin ({why}): give scheme, host and port only, e.g. https://www.example.com or http://localhost:8080"
+            ))
+        };
+        let Ok(url) = url::Url::parse(text) else {
+            return refuse("not a URL");
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            return refuse("the scheme must be http or https");
+        }
+        if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+            return refuse("it needs a host and no user");
+        }
+        // `Url` adds a "/" path to a bare origin; anything more is a path.
+        if url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || text.ends_with('/')
+        {
+            return refuse("it has a path");
+        }
+        // As browsers serialise it: lowercase host, default port left out.
+        Ok(Self(url.origin().ascii_serialization()))
+    }
 }
 
 /// The PEM files TLS is served with.
@@ -405,6 +470,8 @@ impl Settings {
             timers: TimerConfig::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             metrics_listen: None,
+            cors_origins: Vec::new(),
+            web_root: None,
         }
     }
 }
@@ -412,6 +479,30 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cors_origin_is_a_scheme_a_host_and_a_port_as_browsers_write_it() {
+        for (text, origin) in [
+            ("https://www.example.com", "https://www.example.com"),
+            ("http://localhost:8080", "http://localhost:8080"),
+            ("HTTPS://Example.COM:443", "https://example.com"),
+            ("http://127.0.0.1:5173", "http://127.0.0.1:5173"),
+        ] {
+            assert_eq!(text.parse::<CorsOrigin>().unwrap().as_str(), origin);
+        }
+        for text in [
+            "",
+            "*",
+            "example.com",
+            "https://example.com/",
+            "https://example.com/widget",
+            "https://example.com?x=1",
+            "ftp://example.com",
+            "https://user@example.com",
+        ] {
+            assert!(text.parse::<CorsOrigin>().is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn a_listen_address_is_an_ip_or_a_host_name_with_a_port() {

@@ -17,7 +17,7 @@ use crate::{
     config::{ListenAddress, Settings, TlsFiles},
     grpc::{
         ConversationsApi, FlowsApi, HealthApi, HealthState, WorkspacesApi,
-        refusals::ClearRefusalsLayer, rpc_log::RpcLogLayer,
+        refusals::ClearRefusalsLayer, rpc_log::RpcLogLayer, web::WebRootLayer,
     },
     pb::{
         self, conversation_service_server::ConversationServiceServer,
@@ -310,6 +310,8 @@ impl Application {
             max_request_bytes = MAX_REQUEST_BYTES,
             max_response_bytes = MAX_RESPONSE_BYTES,
             metrics = ?metrics_address.map(|a| format!("http://{a}/metrics")),
+            cors_origins = ?settings.cors_origins.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            web_root = ?settings.web_root,
             "serving conversations.v1 (ConversationService, FlowService, WorkspaceService)"
         );
         let address = self.local_addr;
@@ -334,7 +336,13 @@ impl Application {
                 .max_connection_age_grace(CONNECTION_AGE_GRACE);
         }
         let serve = server
-            // Outermost, so that the line shows the answer as the client got it.
+            // grpc-web over HTTP/1.1 too (browsers, and the static files).
+            .accept_http1(true)
+            .layer(WebRootLayer::new(settings.web_root.as_deref()))
+            .layer(crate::grpc::web::cors(&settings.cors_origins))
+            .layer(tonic_web::GrpcWebLayer::new())
+            // Outside the services, so that the line shows the answer as the
+            // client got it.
             .layer(RpcLogLayer)
             .layer(ClearRefusalsLayer)
             .add_service(health_service)

@@ -8,6 +8,7 @@ pub mod health;
 pub mod refusals;
 pub mod rpc_log;
 pub mod service;
+pub mod web;
 pub mod workspaces;
 
 pub use flows::FlowsApi;

@@ -27,3 +27,4 @@ mod transactional;
 mod upgrade;
 mod validation;
 mod visibility;
+mod web;
