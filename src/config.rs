@@ -66,6 +66,28 @@ pub enum Command {
         #[command(subcommand)]
         command: FlowCommand,
     },
+    /// Print links that open the demo chat widget and Inbox (examples/web)
+    /// against a running server: makes an agent key and a visitor key, and
+    /// asks the server for a visitor session, as a site's backend would.
+    /// Serve the pages with `serve --web-root examples/web/dist`.
+    Demo {
+        /// The running server, as a browser on this machine reaches it.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// Where the pages are served, when not by the server itself; the
+        /// server must then admit that origin (`--cors-origin`).
+        #[arg(long)]
+        pages: Option<String>,
+        /// The workspace the demo keys are made in.
+        #[arg(long, env = "CONVERSATIONS_WORKSPACE", default_value = "default")]
+        workspace: String,
+        /// The visitor the widget's session acts as.
+        #[arg(long, default_value = "demo-visitor")]
+        visitor_id: String,
+        /// Also open both links in the desktop's browser.
+        #[arg(long)]
+        open: bool,
+    },
     /// Copy every row of a database into an empty one (a SQLite file into
     /// PostgreSQL, typically): workspaces, key hashes, conversations,
     /// messages, events with their sequences, request ids and flows, so keys,

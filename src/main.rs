@@ -245,6 +245,23 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             println!("Copied. Point every server at {to} (--database) and start them.");
         }
+        Command::Demo {
+            server,
+            pages,
+            workspace,
+            visitor_id,
+            open,
+        } => {
+            demo(
+                &cli.database,
+                &server,
+                pages.as_deref(),
+                &workspace,
+                &visitor_id,
+                open,
+            )
+            .await?
+        }
         Command::Key {
             command: KeyCommand::Revoke { key },
         } => {
@@ -252,6 +269,76 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             admin::revoke_key(&store, &key).await?;
             store.close().await;
             println!("Revoked.");
+        }
+    }
+    Ok(())
+}
+
+/// `conversations demo`: keys for the demo pages and a visitor session from
+/// the running server, printed as links (credentials in the fragment, which
+/// browsers never send to a server).
+async fn demo(
+    database: &conversations::store::Location,
+    server: &str,
+    pages: Option<&str>,
+    workspace: &str,
+    visitor_id: &str,
+    open: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use conversations::{domain::credentials::Role, pb};
+    let store = Store::open_existing(database).await?;
+    let keys = async {
+        let agent = admin::create_key(&store, workspace, Role::Agent).await?;
+        let visitor = admin::create_key(&store, workspace, Role::Visitor).await?;
+        Ok::<_, admin::AdminError>((agent, visitor))
+    }
+    .await;
+    store.close().await;
+    let (agent, visitor) = keys?;
+    let server = server.trim_end_matches('/');
+    let channel = tonic::transport::Channel::from_shared(server.to_owned())?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the server at {server} ({e}): start it with `conversations serve --web-root examples/web/dist`"))?;
+    let mut client = pb::conversation_service_client::ConversationServiceClient::new(channel);
+    let mut request = tonic::Request::new(pb::CreateVisitorSessionRequest {
+        visitor_id: visitor_id.to_owned(),
+        ttl: None,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", visitor.token).parse()?,
+    );
+    let session = client
+        .create_visitor_session(request)
+        .await
+        .map_err(|status| format!("the server refused a visitor session: {}", status.message()))?
+        .into_inner();
+    let pages = pages.unwrap_or(server).trim_end_matches('/');
+    let server_param = if pages == server {
+        String::new()
+    } else {
+        format!("&server={server}")
+    };
+    let widget = format!("{pages}/widget.html#token={}{server_param}", session.token);
+    let inbox = format!("{pages}/inbox.html#key={}{server_param}", agent.token);
+    println!(
+        "Made an agent key ({}) and a visitor key ({}) in workspace `{workspace}`, and a one-hour session for visitor `{visitor_id}`.",
+        agent.key_id, visitor.key_id
+    );
+    println!("widget: {widget}");
+    println!("inbox: {inbox}");
+    if open {
+        for link in [&widget, &inbox] {
+            let opener = if cfg!(target_os = "macos") {
+                "open"
+            } else {
+                "xdg-open"
+            };
+            if let Err(error) = std::process::Command::new(opener).arg(link).spawn() {
+                eprintln!("could not run {opener} ({error}); open the links above yourself");
+                break;
+            }
         }
     }
     Ok(())
