@@ -179,6 +179,23 @@ pub const TABLES: &[Table] = &[
         ],
         key: &["workspace_id", "request_id"],
     },
+    // Visitor session tokens signed before the copy keep working after it,
+    // and revoked ones stay revoked.
+    Table {
+        name: "session_secrets",
+        columns: &[("secret_id", Int), ("secret", Bytes), ("create_time", Int)],
+        key: &["secret_id"],
+    },
+    Table {
+        name: "revoked_sessions",
+        columns: &[
+            ("session_id", Text),
+            ("workspace_id", Int),
+            ("expire_time", Int),
+            ("revoke_time", Int),
+        ],
+        key: &["workspace_id", "session_id"],
+    },
 ];
 
 /// Rows read and written per page.

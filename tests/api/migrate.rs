@@ -102,6 +102,25 @@ async fn a_migrated_deployment_keeps_its_keys_etags_request_ids_cursors_and_flow
         .await
         .expect("events")
         .into_inner();
+    // A visitor session signed before the move, and one revoked.
+    let mut backend = app.visitor().await;
+    let mut sessions = Vec::new();
+    for visitor in ["v-1", "v-2"] {
+        let request = pb::CreateVisitorSessionRequest {
+            visitor_id: visitor.into(),
+            ttl: None,
+        };
+        let made = backend.create_visitor_session(request).await;
+        sessions.push(made.expect("session").into_inner());
+    }
+    let (kept, gone) = (sessions[0].clone(), sessions[1].clone());
+    app.visitor()
+        .await
+        .revoke_visitor_session(pb::RevokeVisitorSessionRequest {
+            session_id: gone.session_id.clone(),
+        })
+        .await
+        .expect("revoke the session");
     let (agent_key, visitor_key) = (app.agent_key.clone(), app.visitor_key.clone());
     let (_source_dir, source, ..) = app.stop().await;
 
@@ -129,6 +148,8 @@ async fn a_migrated_deployment_keeps_its_keys_etags_request_ids_cursors_and_flow
         "messages",
         "events",
         "flows",
+        "session_secrets",
+        "revoked_sessions",
     ] {
         let line = stdout
             .lines()
@@ -245,6 +266,21 @@ async fn a_migrated_deployment_keeps_its_keys_etags_request_ids_cursors_and_flow
         .expect("flows")
         .into_inner();
     assert_eq!(flows.flows.len(), 1);
+    // The session signed before the move still works; the revoked one not.
+    let mut browser = app.client_with(Some(&kept.token)).await;
+    assert_eq!(
+        crate::helpers::get(&mut browser, &ids[1], "")
+            .await
+            .visitor_id,
+        "v-1"
+    );
+    let refused = app
+        .client_with(Some(&gone.token))
+        .await
+        .list_conversations(pb::ListConversationsRequest::default())
+        .await
+        .expect_err("a revoked session stays revoked");
+    assert_eq!(crate::helpers::reason(&refused), "SESSION_REVOKED");
     app.stop().await;
 }
 
