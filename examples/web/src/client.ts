@@ -18,6 +18,16 @@ import type { Event } from "./gen/conversations/v1/event_pb";
 
 export type Conversations = Client<typeof ConversationService>;
 
+/// The page's element with this id.
+export const byId = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+/// Shows `text` in the page's #problem line, or hides it when undefined.
+export function tell(text: string | undefined) {
+  const problem = byId<HTMLParagraphElement>("problem");
+  problem.hidden = !text;
+  problem.textContent = text ?? "";
+}
+
 /// `#server=…&token=…` (or `key=…`): the fragment stays in the browser.
 export function settings(): URLSearchParams {
   return new URLSearchParams(location.hash.slice(1));

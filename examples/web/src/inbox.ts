@@ -13,7 +13,17 @@ import {
   ConversationStatus,
   type Message,
 } from "./gen/conversations/v1/conversation_pb";
-import { authorOf, connect, follow, isTransactional, settings, STATUS_NAMES, textOf } from "./client";
+import {
+  authorOf,
+  byId,
+  connect,
+  follow,
+  isTransactional,
+  settings,
+  STATUS_NAMES,
+  tell,
+  textOf,
+} from "./client";
 
 const config = settings();
 const key = config.get("key") ?? "";
@@ -30,7 +40,6 @@ const TABS: Record<string, ConversationStatus> = {
   closed: ConversationStatus.CLOSED,
 };
 
-const byId = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const list = byId<HTMLUListElement>("conversations");
 const thread = byId<HTMLOListElement>("thread");
 const visitor = byId<HTMLElement>("visitor");
@@ -44,15 +53,9 @@ const composer = byId<HTMLFormElement>("composer");
 const reply = byId<HTMLInputElement>("text");
 const note = byId<HTMLInputElement>("note");
 const send = byId<HTMLButtonElement>("send");
-const problem = byId<HTMLParagraphElement>("problem");
 
 let tab = "open";
 let selected: string | undefined;
-
-function tell(text: string | undefined) {
-  problem.hidden = !text;
-  problem.textContent = text ?? "";
-}
 
 function showTabs() {
   for (const button of document.querySelectorAll<HTMLButtonElement>(".tabs button")) {

@@ -3,13 +3,22 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthorKind, ConversationStatus, type Message } from "./gen/conversations/v1/conversation_pb";
 import type { Event } from "./gen/conversations/v1/event_pb";
-import { authorOf, connect, follow, isTransactional, settings, STATUS_NAMES, textOf } from "./client";
+import {
+  authorOf,
+  byId,
+  connect,
+  follow,
+  isTransactional,
+  settings,
+  STATUS_NAMES,
+  tell,
+  textOf,
+} from "./client";
 
 const config = settings();
 const token = config.get("token") ?? "";
 const client = connect(config.get("server"), token);
 
-const byId = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const thread = byId<HTMLOListElement>("thread");
 const badge = byId<HTMLSpanElement>("status");
 const closedNotice = byId<HTMLDivElement>("closed");
@@ -17,15 +26,9 @@ const composer = byId<HTMLFormElement>("composer");
 const input = byId<HTMLInputElement>("text");
 const send = byId<HTMLButtonElement>("send");
 const restart = byId<HTMLButtonElement>("restart");
-const problem = byId<HTMLParagraphElement>("problem");
 
 let conversationId = "";
 const shown = new Set<string>();
-
-function tell(text: string | undefined) {
-  problem.hidden = !text;
-  problem.textContent = text ?? "";
-}
 
 function show(status: ConversationStatus) {
   const name = STATUS_NAMES[status];
