@@ -25,9 +25,16 @@ type WebClient = pb::conversation_service_client::ConversationServiceClient<
     InterceptedService<GrpcWebClientService<Http1>, AddToken>,
 >;
 
-/// The generated client speaking grpc-web over HTTP/1.1 only, with `token`.
+/// The generated client speaking grpc-web with `token`, over HTTP/1.1 only
+/// or (`http2`) over HTTP/2 without TLS.
 fn grpc_web(app: &TestApp, token: &str) -> WebClient {
-    let http1: Http1 = HttpClient::builder(TokioExecutor::new()).build_http();
+    grpc_web_over(app, token, false)
+}
+
+fn grpc_web_over(app: &TestApp, token: &str, http2: bool) -> WebClient {
+    let http1: Http1 = HttpClient::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build_http();
     let bearer: tonic::metadata::MetadataValue<_> =
         format!("Bearer {token}").parse().expect("header value");
     let add_token: AddToken = Box::new(move |mut request: Request<()>| {
@@ -158,6 +165,38 @@ async fn a_browser_session_over_grpc_web_on_http1_writes_reads_and_holds_a_live_
         .expect_err("a visitor cannot close");
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(reason(&status), "ROLE_NOT_PERMITTED");
+}
+
+#[tokio::test]
+async fn grpc_web_over_http2_answers_as_over_http1() {
+    let app = TestApp::spawn().await;
+    let token = session_token(&app, "v-ada").await;
+    let mut browser = grpc_web_over(&app, &token, true);
+    let started = browser
+        .start_conversation(pb::StartConversationRequest::default())
+        .await
+        .expect("start over grpc-web on HTTP/2")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(started.visitor_id, "v-ada");
+    let mut stream = browser
+        .watch_events(pb::WatchEventsRequest {
+            conversation_id: started.conversation_id,
+            ..Default::default()
+        })
+        .await
+        .expect("watch over grpc-web on HTTP/2")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an item within 5 s")
+        .expect("open")
+        .expect("an item");
+    assert!(matches!(
+        first.item,
+        Some(pb::watch_events_response::Item::Event(_))
+    ));
 }
 
 #[tokio::test]
