@@ -262,7 +262,7 @@ impl Application {
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
-        let purger = tokio::spawn(purge_request_ids(self.app.clone()));
+        let purger = tokio::spawn(purge_expired(self.app.clone()));
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_address = self.metrics.as_ref().map(|m| m.address);
         let metrics = self.metrics.map(|m| {
@@ -390,7 +390,9 @@ impl Application {
     }
 }
 
-async fn purge_request_ids(app: App) {
+/// Every PURGE_EVERY, forgets request ids past their retention and the
+/// revocations of visitor sessions that have expired.
+async fn purge_expired(app: App) {
     let mut every = tokio::time::interval(PURGE_EVERY);
     loop {
         every.tick().await;
@@ -398,6 +400,13 @@ async fn purge_request_ids(app: App) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "forgot request ids older than 24 hours"),
             Err(error) => tracing::warn!(%error, "could not purge old request ids"),
+        }
+        match app.purge_revoked_sessions().await {
+            Ok(0) => {}
+            Ok(purged) => {
+                tracing::info!(purged, "forgot revoked visitor sessions that have expired")
+            }
+            Err(error) => tracing::warn!(%error, "could not purge expired session revocations"),
         }
     }
 }

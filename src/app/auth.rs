@@ -226,6 +226,12 @@ impl App {
         Ok(())
     }
 
+    /// Forgets revocations of sessions that have expired anyway (their
+    /// tokens no longer work); returns how many.
+    pub async fn purge_revoked_sessions(&self) -> Result<u64, AppError> {
+        Ok(self.store.purge_revoked_sessions(now()).await?)
+    }
+
     /// Turns true when the caller's credentials stop working: its key is
     /// revoked, or (for a visitor session) the session is revoked or
     /// expires.

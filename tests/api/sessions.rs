@@ -548,3 +548,34 @@ async fn session_requests_out_of_bounds_are_invalid_arguments_naming_the_field()
     let left = ttl.expire_time.expect("expiry").seconds - now().0 / 1_000_000;
     assert!((595..=605).contains(&left), "{left}");
 }
+
+#[tokio::test]
+async fn revocations_of_expired_sessions_are_forgotten_and_live_ones_kept() {
+    let app = TestApp::spawn().await;
+    let workspace_id = app
+        .store()
+        .find_workspace("default")
+        .await
+        .expect("workspace")
+        .expect("default");
+    let now = now();
+    for (id, expire_time) in [
+        ("00000000000000e1", Micros(now.0 - 1)),
+        ("00000000000000e2", Micros(now.0 + 60_000_000)),
+    ] {
+        app.store()
+            .revoke_session(workspace_id, id, expire_time, Micros(now.0 - 10))
+            .await
+            .expect("revoke");
+    }
+    // The server's own purge may run first; either way, after this one the
+    // expired revocation is gone and the live one stays.
+    app.core().purge_revoked_sessions().await.expect("purge");
+    assert_eq!(app.core().purge_revoked_sessions().await.expect("purge"), 0);
+    let left = app
+        .store()
+        .revoked_sessions_since(Micros(0), Micros(0))
+        .await
+        .expect("read");
+    assert_eq!(left, [(workspace_id, "00000000000000e2".to_owned())]);
+}
