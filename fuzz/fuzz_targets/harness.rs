@@ -28,6 +28,8 @@ pub struct Harness {
     pub keys: [String; 3],
     /// An agent key of workspace `other`.
     pub other_key: String,
+    /// A visitor session token of `default`'s visitor `v-0`.
+    pub session: String,
     /// Conversations of `default` and their visitors.
     pub conversations: Vec<(String, String)>,
     /// A conversation of `other`.
@@ -92,6 +94,7 @@ fn build() -> Harness {
         workspaces,
         keys,
         other_key,
+        session: String::new(),
         conversations: Vec::new(),
         foreign: String::new(),
         _dir: dir,
@@ -111,13 +114,15 @@ impl Harness {
     }
 
     /// The key a fuzz byte picks: agent, visitor, admin, another
-    /// workspace's agent, or a malformed one.
+    /// workspace's agent, a visitor session, or a malformed key or token.
     pub fn key(&self, pick: u8) -> &str {
-        match pick % 5 {
+        match pick % 7 {
             0 => &self.keys[0],
             1 => &self.keys[1],
             2 => &self.keys[2],
             3 => &self.other_key,
+            4 => &self.session,
+            5 => "cvs_e30.AAAA",
             _ => "cvk_0000000000000000_garbage",
         }
     }
@@ -182,6 +187,19 @@ impl Harness {
             .conversation
             .expect("conversation")
             .conversation_id;
+        let visitor = self.keys[1].clone();
+        self.session = self
+            .runtime
+            .block_on(self.api.create_visitor_session(self.request(
+                &visitor,
+                pb::CreateVisitorSessionRequest {
+                    visitor_id: "v-0".into(),
+                    ttl: None,
+                },
+            )))
+            .expect("seed session")
+            .into_inner()
+            .token;
     }
 }
 

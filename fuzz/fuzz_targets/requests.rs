@@ -42,7 +42,7 @@ fn call(h: &Harness, rpc: u8, key: &str, target: u8, bytes: &[u8]) -> Option<()>
             req
         }};
     }
-    match rpc % 19 {
+    match rpc % 21 {
         0 => answered(rt.block_on(
             api.start_conversation(h.request(key, decode::<pb::StartConversationRequest>(bytes)?)),
         )),
@@ -127,8 +127,14 @@ fn call(h: &Harness, rpc: u8, key: &str, target: u8, bytes: &[u8]) -> Option<()>
         17 => answered(rt.block_on(h.workspaces.get_workspace_settings(
             h.request(key, decode::<pb::GetWorkspaceSettingsRequest>(bytes)?),
         ))),
-        _ => answered(rt.block_on(h.workspaces.update_workspace_settings(
+        18 => answered(rt.block_on(h.workspaces.update_workspace_settings(
             h.request(key, decode::<pb::UpdateWorkspaceSettingsRequest>(bytes)?),
+        ))),
+        19 => answered(rt.block_on(api.create_visitor_session(
+            h.request(key, decode::<pb::CreateVisitorSessionRequest>(bytes)?),
+        ))),
+        _ => answered(rt.block_on(api.revoke_visitor_session(
+            h.request(key, decode::<pb::RevokeVisitorSessionRequest>(bytes)?),
         ))),
     }
     Some(())
