@@ -43,6 +43,14 @@ fn unsigned_text(id: &str, text: &str) -> pb::SendMessageRequest {
     }
 }
 
+/// The refusals of calls that must all be refused (`why` names them).
+fn refusals(
+    calls: impl IntoIterator<Item = Result<(), tonic::Status>>,
+    why: &str,
+) -> Vec<tonic::Status> {
+    calls.into_iter().map(|call| call.expect_err(why)).collect()
+}
+
 fn texts(messages: &[pb::Message]) -> Vec<String> {
     messages
         .iter()
@@ -221,10 +229,7 @@ async fn a_session_sees_nothing_of_another_visitor_and_cannot_act_as_one() {
             .await
             .map(drop),
     ];
-    for status in refused
-        .into_iter()
-        .map(|r| r.expect_err("another visitor's"))
-    {
+    for status in refusals(refused, "another visitor's") {
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
         assert_eq!(reason(&status), "CONVERSATION_NOT_FOUND");
     }
@@ -263,10 +268,7 @@ async fn a_session_sees_nothing_of_another_visitor_and_cannot_act_as_one() {
             .await
             .map(drop),
     ];
-    for status in named
-        .into_iter()
-        .map(|r| r.expect_err("as another visitor"))
-    {
+    for status in refusals(named, "as another visitor") {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
     assert_eq!(
@@ -323,7 +325,7 @@ async fn a_session_may_not_do_what_agents_or_the_sites_backend_do() {
             .await
             .map(drop),
     ];
-    for status in refused.into_iter().map(|r| r.expect_err("not a visitor's")) {
+    for status in refusals(refused, "not a visitor's") {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
     let mut flows = app.flows_with(Some(&issued.token)).await;
