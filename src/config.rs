@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     app::{LimitsConfig, timers::TimerConfig},
+    connections::ConnectionTimeouts,
     domain::credentials::Role,
     feed::FeedConfig,
     store::Location,
@@ -169,6 +170,13 @@ pub struct ServeArgs {
         default_value_t = 0
     )]
     pub max_connection_age_seconds: u64,
+    /// Seconds a connection may go with no byte either way before it is
+    /// closed (an HTTP/1.1 keep-alive connection, a socket left open).
+    /// Event streams send a checkpoint every heartbeat and HTTP/2 pings
+    /// every 30 s, so connections in use are never idle; it must be longer
+    /// than --heartbeat-seconds.
+    #[arg(long, env = "CONVERSATIONS_CONNECTION_IDLE_SECONDS", default_value_t = crate::connections::DEFAULT_IDLE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub connection_idle_seconds: u64,
     /// Serve TLS with this PEM certificate chain (with --tls-key); plaintext
     /// clients are then refused.
     #[arg(long, env = "CONVERSATIONS_TLS_CERT", requires = "tls_key")]
@@ -250,6 +258,10 @@ impl ServeArgs {
                 lease: std::time::Duration::from_secs(self.timer_lease_seconds),
             },
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace),
+            connections: ConnectionTimeouts {
+                idle: std::time::Duration::from_secs(self.connection_idle_seconds),
+                ..ConnectionTimeouts::default()
+            },
             metrics_listen: self.metrics_listen.clone(),
             cors_origins: self.cors_origins.clone(),
             web_root: self.web_root.clone(),
@@ -416,6 +428,8 @@ pub struct Settings {
     pub timers: TimerConfig,
     /// How long a shutdown waits for calls in flight.
     pub shutdown_grace: std::time::Duration,
+    /// How long a connection may keep the server waiting.
+    pub connections: ConnectionTimeouts,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<ListenAddress>,
     /// The browser origins admitted to call over grpc-web (CORS).
@@ -491,6 +505,7 @@ impl Settings {
             tls: None,
             timers: TimerConfig::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            connections: ConnectionTimeouts::default(),
             metrics_listen: None,
             cors_origins: Vec::new(),
             web_root: None,

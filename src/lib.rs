@@ -20,10 +20,12 @@
 //!   the sentences of transactional messages, validated values. No I/O.
 //!
 //! [`startup`] assembles the server (reflection, health, limits, one server
-//! per database file, graceful shutdown); [`config`] is the command line.
+//! per database file, graceful shutdown); [`config`] is the command line;
+//! [`connections`] closes sockets whose clients keep the server waiting.
 
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod domain;
 pub mod feed;
 pub mod grpc;

@@ -40,6 +40,10 @@ pub const TIMERS_CLAIMED: &str = "conversations_timers_claimed_total";
 /// Claimed timers by `result`: fired, or overtaken (a reply or an action
 /// came first: nothing was due any more).
 pub const TIMERS_FIRED: &str = "conversations_timers_fired_total";
+/// Connections the server closed because their client kept it waiting, by
+/// `reason`: no_first_byte, unanswered (bytes that never made a request:
+/// slowloris), idle (see `connections`).
+pub const CONNECTIONS_CUT: &str = "conversations_connections_cut_total";
 /// The SQLite database file's size, in bytes.
 pub const DB_FILE_BYTES: &str = "conversations_db_file_bytes";
 /// The SQLite write-ahead log's size, in bytes.
@@ -104,6 +108,10 @@ fn describe() {
         "Write batch time from BEGIN to durable COMMIT"
     );
     describe_counter!(BATCHES, "Write batches by result");
+    describe_counter!(
+        CONNECTIONS_CUT,
+        "Connections closed because the client kept the server waiting, by reason"
+    );
     describe_counter!(TIMERS_CLAIMED, "Due timers claimed by this server");
     describe_counter!(TIMERS_FIRED, "Claimed timers by result: fired or overtaken");
     describe_gauge!(DB_FILE_BYTES, Unit::Bytes, "SQLite database file size");
@@ -120,10 +128,12 @@ fn describe() {
 }
 
 /// Serves `GET /metrics` (Prometheus text) on `listener` until `shutdown`
-/// completes; any other path is 404.
+/// completes; any other path is 404. Connections that keep it waiting are
+/// closed as the main port's are.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
+    timeouts: crate::connections::ConnectionTimeouts,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use http_body_util::Full;
@@ -162,7 +172,10 @@ pub async fn serve(
         });
         tokio::spawn(async move {
             if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(
+                    TokioIo::new(crate::connections::Guarded::new(stream, timeouts)),
+                    service,
+                )
                 .await
             {
                 tracing::debug!(%error, "metrics: a connection failed");

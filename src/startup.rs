@@ -6,6 +6,7 @@
 use std::{future::Future, net::SocketAddr, path::Path, time::Duration};
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::{
     server::NamedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
@@ -15,6 +16,7 @@ use tonic_health::pb::health_server::HealthServer;
 use crate::{
     app::App,
     config::{ListenAddress, Settings, TlsFiles},
+    connections::Guarded,
     grpc::{
         ConversationsApi, FlowsApi, HealthApi, HealthState, WorkspacesApi,
         refusals::ClearRefusalsLayer, rpc_log::RpcLogLayer, web::WebRootLayer,
@@ -42,6 +44,10 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// The settings contradict each other.
+    #[error("{0}")]
+    Settings(String),
+
     /// The database could not be opened or migrated.
     #[error("could not open the database: {0}")]
     Store(#[from] StoreError),
@@ -174,6 +180,10 @@ impl Application {
     /// Binds the listener, then opens the store: a taken port fails before
     /// anything is written to disk.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        settings
+            .connections
+            .check(settings.feed.heartbeat)
+            .map_err(StartupError::Settings)?;
         let listener = bind(&settings.listen).await?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: settings.listen.to_string(),
@@ -279,9 +289,14 @@ impl Application {
                     handle.run_upkeep();
                 }
             });
-            let served = tokio::spawn(crate::metrics::serve(m.listener, m.handle, async move {
-                let _ = metrics_stopped.await;
-            }));
+            let served = tokio::spawn(crate::metrics::serve(
+                m.listener,
+                m.handle,
+                self.settings.connections,
+                async move {
+                    let _ = metrics_stopped.await;
+                },
+            ));
             (sampler, served)
         });
 
@@ -320,11 +335,13 @@ impl Application {
         // The server's own tcp_nodelay setting does not apply to an incoming
         // stream we hand it; without TCP_NODELAY every response's trailers
         // wait ~40 ms for the client's delayed ACK.
+        let timeouts = settings.connections;
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
+            .with_keepalive(Some(Duration::from_secs(60)))
+            .map(move |accepted| accepted.map(|socket| Guarded::new(socket, timeouts)));
         let mut server = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_interval(Some(timeouts.ping_every))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(MAX_HEADER_BYTES);
         if let Some(tls) = self.tls {

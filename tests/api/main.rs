@@ -2,6 +2,7 @@
 //! generated client. One binary, one file per capability.
 
 mod concurrency;
+mod connections;
 mod crash;
 mod events;
 mod flows;

@@ -550,37 +550,6 @@ async fn every_rpc_logs_one_json_line_with_its_outcome_and_never_a_secret_or_a_m
     assert!(!stderr.contains(secret_text), "a message's text was logged");
 }
 
-/// The text `GET /metrics` answers at `addr`, through a plain HTTP/1.1
-/// request (as Prometheus scrapes).
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("text/plain"), "{head}");
-    body.to_owned()
-}
-
-/// The value of the series `series` (name and labels as printed), or 0.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn metrics_move_with_traffic_and_every_metric_the_dashboard_queries_is_served() {
     use conversations::pb;

@@ -21,13 +21,13 @@ use crate::helpers::*;
 
 type Http1 = HttpClient<HttpConnector, tonic_web::GrpcWebCall<tonic::body::Body>>;
 type AddToken = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync>;
-type WebClient = pb::conversation_service_client::ConversationServiceClient<
+pub(crate) type WebClient = pb::conversation_service_client::ConversationServiceClient<
     InterceptedService<GrpcWebClientService<Http1>, AddToken>,
 >;
 
 /// The generated client speaking grpc-web with `token`, over HTTP/1.1 only
 /// or (`http2`) over HTTP/2 without TLS.
-fn grpc_web(app: &TestApp, token: &str) -> WebClient {
+pub(crate) fn grpc_web(app: &TestApp, token: &str) -> WebClient {
     grpc_web_over(app, token, false)
 }
 
@@ -60,7 +60,7 @@ fn admitting(origins: &[&str]) -> conversations::config::Settings {
     }
 }
 
-async fn session_token(app: &TestApp, visitor_id: &str) -> String {
+pub(crate) async fn session_token(app: &TestApp, visitor_id: &str) -> String {
     app.visitor()
         .await
         .create_visitor_session(pb::CreateVisitorSessionRequest {
