@@ -44,6 +44,9 @@ pub const TIMERS_FIRED: &str = "conversations_timers_fired_total";
 /// `reason`: no_first_byte, unanswered (bytes that never made a request:
 /// slowloris), idle (see `connections`).
 pub const CONNECTIONS_CUT: &str = "conversations_connections_cut_total";
+/// 1 while the database answers the health probe, 0 while it does not
+/// (health is then NOT_SERVING).
+pub const DB_REACHABLE: &str = "conversations_db_reachable";
 /// The SQLite database file's size, in bytes.
 pub const DB_FILE_BYTES: &str = "conversations_db_file_bytes";
 /// The SQLite write-ahead log's size, in bytes.
@@ -111,6 +114,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_CUT,
         "Connections closed because the client kept the server waiting, by reason"
+    );
+    describe_gauge!(
+        DB_REACHABLE,
+        "1 while the database answers the health probe, 0 while it does not"
     );
     describe_counter!(TIMERS_CLAIMED, "Due timers claimed by this server");
     describe_counter!(TIMERS_FIRED, "Claimed timers by result: fired or overtaken");

@@ -273,6 +273,7 @@ impl Application {
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
         let purger = tokio::spawn(purge_expired(self.app.clone()));
+        let prober = tokio::spawn(probe_database(self.app.store().clone(), health.clone()));
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_address = self.metrics.as_ref().map(|m| m.address);
         let metrics = self.metrics.map(|m| {
@@ -394,6 +395,7 @@ impl Application {
             }
         };
         purger.abort();
+        prober.abort();
         let _ = metrics_stop.send(());
         if let Some((sampler, served)) = metrics {
             sampler.abort();
@@ -425,6 +427,54 @@ async fn purge_expired(app: App) {
             }
             Err(error) => tracing::warn!(%error, "could not purge expired session revocations"),
         }
+    }
+}
+
+/// How often the health probe asks the database, how long it waits for an
+/// answer, and after how many failures in a row health turns NOT_SERVING
+/// (one slow answer under load is no outage).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_FAILURES: u32 = 3;
+
+/// Keeps health NOT_SERVING while the database does not answer, so that a
+/// load balancer sends calls to a replica that can serve them; SERVING
+/// again at the first answer.
+async fn probe_database(store: Store, health: HealthState) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        every.tick().await;
+        let answer = match tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await {
+            Ok(answer) => answer.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        };
+        match answer {
+            Ok(()) => {
+                if failures >= PROBE_FAILURES {
+                    tracing::info!("the database answers again: health is SERVING");
+                }
+                failures = 0;
+                health.set_database_reachable(true);
+            }
+            Err(error) => {
+                failures += 1;
+                if failures == PROBE_FAILURES {
+                    tracing::warn!(
+                        %error,
+                        failures,
+                        "the database does not answer: health is NOT_SERVING until it does"
+                    );
+                    health.set_database_reachable(false);
+                }
+            }
+        }
+        ::metrics::gauge!(crate::metrics::DB_REACHABLE).set(if failures >= PROBE_FAILURES {
+            0.0
+        } else {
+            1.0
+        });
     }
 }
 

@@ -1,12 +1,16 @@
-//! `grpc.health.v1.Health`, telling the truth through shutdown.
+//! `grpc.health.v1.Health`, telling the truth through shutdown and through
+//! database outages.
 //!
-//! Every service of the server shares the process's state: SERVING until
-//! shutdown starts, then NOT_SERVING at once, for `Check` and for every
-//! `Watch`. A `Watch` stream then sends NOT_SERVING and ends, so a load
-//! balancer's watch never holds a draining server open (tonic-health's own
-//! streams end only when the server drops them, after the grace period).
-//! Unknown service names are NOT_FOUND for `Check` and SERVICE_UNKNOWN for
-//! `Watch`, as the protocol says.
+//! Every service of the server shares the process's state: SERVING while
+//! the database answers and shutdown has not started. When the start-up's
+//! probe finds the database unreachable, NOT_SERVING until it answers
+//! again; open `Watch` streams hear both changes. When shutdown starts,
+//! NOT_SERVING at once and for good: a `Watch` stream then sends
+//! NOT_SERVING and ends, so a load balancer's watch never holds a draining
+//! server open (tonic-health's own streams end only when the server drops
+//! them, after the grace period). The name [`LIVENESS`] is SERVING
+//! whenever the process answers. Unknown service names are NOT_FOUND for
+//! `Check` and SERVICE_UNKNOWN for `Watch`, as the protocol says.
 
 use std::{collections::HashSet, pin::Pin, sync::Arc};
 
@@ -18,23 +22,48 @@ use tonic_health::pb::{
     health_server::Health,
 };
 
+/// What the server's health is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Condition {
+    stopping: bool,
+    database_reachable: bool,
+}
+
+impl Condition {
+    fn serving(self) -> bool {
+        !self.stopping && self.database_reachable
+    }
+}
+
 /// Flips the health of the whole server; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HealthState {
-    serving: Arc<watch::Sender<bool>>,
+    condition: Arc<watch::Sender<Condition>>,
 }
 
 impl HealthState {
     /// A server that is SERVING.
     pub fn serving() -> Self {
         Self {
-            serving: Arc::new(watch::Sender::new(true)),
+            condition: Arc::new(watch::Sender::new(Condition {
+                stopping: false,
+                database_reachable: true,
+            })),
         }
     }
 
     /// NOT_SERVING from now on; open watches hear it and end.
     pub fn stop_serving(&self) {
-        self.serving.send_replace(false);
+        self.condition.send_modify(|c| c.stopping = true);
+    }
+
+    /// Whether the database answers; NOT_SERVING while it does not.
+    pub fn set_database_reachable(&self, reachable: bool) {
+        self.condition.send_if_modified(|c| {
+            let changed = c.database_reachable != reachable;
+            c.database_reachable = reachable;
+            changed
+        });
     }
 }
 
@@ -54,17 +83,38 @@ impl HealthApi {
         Self { state, services }
     }
 
-    fn knows(&self, service: &str) -> bool {
-        self.services.contains(service)
+    fn asked(&self, service: &str) -> Asked {
+        if service == LIVENESS {
+            Asked::Liveness
+        } else if self.services.contains(service) {
+            Asked::Readiness
+        } else {
+            Asked::Unknown
+        }
     }
 }
 
-/// What a service is answered, by whether it is known and the server serves.
-fn status_of(known: bool, serving: bool) -> ServingStatus {
-    match (known, serving) {
-        (false, _) => ServingStatus::ServiceUnknown,
-        (true, true) => ServingStatus::Serving,
-        (true, false) => ServingStatus::NotServing,
+/// The name to probe for liveness: SERVING whenever the process answers,
+/// whatever the database does, so that an orchestrator never restarts
+/// servers for a database outage (readiness, the server's own name "" and
+/// the services' names, takes them out of rotation instead).
+pub const LIVENESS: &str = "liveness";
+
+/// What a health request asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Unknown,
+    Readiness,
+    Liveness,
+}
+
+/// What is answered about `asked` in `condition`.
+fn status_of(asked: Asked, condition: Condition) -> ServingStatus {
+    match asked {
+        Asked::Unknown => ServingStatus::ServiceUnknown,
+        Asked::Liveness => ServingStatus::Serving,
+        Asked::Readiness if condition.serving() => ServingStatus::Serving,
+        Asked::Readiness => ServingStatus::NotServing,
     }
 }
 
@@ -82,8 +132,8 @@ impl Health for HealthApi {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        let serving = *self.state.serving.borrow();
-        match status_of(self.knows(&request.get_ref().service), serving) {
+        let condition = *self.state.condition.borrow();
+        match status_of(self.asked(&request.get_ref().service), condition) {
             ServingStatus::ServiceUnknown => Err(Status::not_found("service not registered")),
             status => Ok(Response::new(response(status))),
         }
@@ -95,14 +145,14 @@ impl Health for HealthApi {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let known = self.knows(&request.get_ref().service);
-        let mut serving = self.state.serving.subscribe();
+        let asked = self.asked(&request.get_ref().service);
+        let mut condition = self.state.condition.subscribe();
         let (send, receive) = mpsc::channel(4);
         tokio::spawn(async move {
             let mut last = None;
             loop {
-                let now = *serving.borrow_and_update();
-                let status = status_of(known, now);
+                let now = *condition.borrow_and_update();
+                let status = status_of(asked, now);
                 if last != Some(status) {
                     last = Some(status);
                     if send.send(Ok(response(status))).await.is_err() {
@@ -110,11 +160,11 @@ impl Health for HealthApi {
                     }
                 }
                 // Shutdown: the watcher has heard it; end the stream.
-                if !now {
+                if now.stopping {
                     return;
                 }
                 tokio::select! {
-                    changed = serving.changed() => if changed.is_err() { return },
+                    changed = condition.changed() => if changed.is_err() { return },
                     () = send.closed() => return,
                 }
             }

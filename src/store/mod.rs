@@ -570,6 +570,11 @@ impl Store {
         dispatch!(self, b => b.checkpoint().await)
     }
 
+    /// Whether the database answers a query now (the health probe).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, b => b.ping().await)
+    }
+
     /// What the database runs with (version, durability settings, pools),
     /// as it reports them: for the start-up log line.
     pub async fn in_force(&self) -> Result<String, StoreError> {

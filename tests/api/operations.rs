@@ -4,7 +4,7 @@
 
 use std::{process::Output, time::Duration};
 
-use conversations::{config::Settings, domain::credentials::Role, store::Location};
+use conversations::{config::Settings, domain::credentials::Role, pb, store::Location};
 use tokio::process::Command;
 
 use crate::{helpers::*, process};
@@ -195,6 +195,7 @@ async fn health_turns_not_serving_the_moment_shutdown_starts_and_its_watches_end
     };
     for service in [
         "",
+        "liveness",
         "conversations.v1.ConversationService",
         "conversations.v1.FlowService",
         "conversations.v1.WorkspaceService",
@@ -255,6 +256,85 @@ async fn health_turns_not_serving_the_moment_shutdown_starts_and_its_watches_end
         .await
         .expect("the server stopped well within its 60 s grace")
         .expect("stop");
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_database_does_not_answer_and_serving_again_when_it_does() {
+    use sqlx::Connection;
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let Some(server) = postgres_server() else {
+        eprintln!(
+            "skipped on SQLite: the outage is made on PostgreSQL (connections refused and cut); \
+             a SQLite file has none to make short of a failing disk"
+        );
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let Location::Postgres(url) = &app.database else {
+        panic!("the suite runs on PostgreSQL");
+    };
+    let name = url::Url::parse(url).expect("url").path()[1..].to_owned();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let ask = || HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch = health.watch(ask()).await.expect("watch").into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("a change within 30 s")
+            .expect("the watch stays open")
+            .expect("a status")
+            .status()
+    };
+    assert_eq!(next().await, ServingStatus::Serving);
+
+    // The outage: the database takes no new connection, and its open ones
+    // are cut.
+    let mut admin = sqlx::PgConnection::connect(&server).await.expect("admin");
+    let allow = async |admin: &mut sqlx::PgConnection, allow: bool| {
+        sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"))
+            .execute(admin)
+            .await
+            .expect("alter database");
+    };
+    allow(&mut admin, false).await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .expect("cut the server's connections");
+    assert_eq!(next().await, ServingStatus::NotServing);
+    let now = health.check(ask()).await.expect("check").into_inner();
+    assert_eq!(now.status(), ServingStatus::NotServing);
+    // Liveness ignores the database: no orchestrator restarts the server.
+    let alive = health
+        .check(HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .expect("check liveness")
+        .into_inner();
+    assert_eq!(alive.status(), ServingStatus::Serving);
+
+    // Back: the same watch hears SERVING, and calls succeed again.
+    allow(&mut admin, true).await;
+    assert_eq!(next().await, ServingStatus::Serving);
+    let mut agent = app.agent().await;
+    let started = agent
+        .start_conversation(pb::StartConversationRequest {
+            visitor_id: "v-after-the-outage".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(started.is_ok(), "{started:?}");
 }
 
 /// Runs `serve` on `database` with `args` and returns its exit and stderr
@@ -552,7 +632,6 @@ async fn every_rpc_logs_one_json_line_with_its_outcome_and_never_a_secret_or_a_m
 
 #[tokio::test]
 async fn metrics_move_with_traffic_and_every_metric_the_dashboard_queries_is_served() {
-    use conversations::pb;
     let app = TestApp::spawn_with(Settings {
         metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
         ..default_settings()

@@ -229,6 +229,13 @@ impl Backend {
         }
     }
 
+    /// One round trip on the admin pool (the least busy): whether the
+    /// database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.admin).await?;
+        Ok(())
+    }
+
     /// The settings in force on the batch connection, as SQLite reports
     /// them, for the start-up log line.
     pub async fn in_force(&self) -> Result<String, StoreError> {
