@@ -319,6 +319,20 @@ impl TestApp {
         }
     }
 
+    /// A plaintext channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A grpc.health.v1 client (health needs no key).
+    pub async fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channel().await)
+    }
+
     /// A client with the agent key over `channel` (e.g. one with TLS).
     pub fn agent_over(&self, channel: Channel) -> Client {
         ConversationServiceClient::with_interceptor(channel, Bearer(Some(self.agent_key.clone())))
@@ -326,21 +340,13 @@ impl TestApp {
 
     /// A client with `key` (None: no authorization metadata).
     pub async fn client_with(&self, key: Option<&str>) -> Client {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = self.channel().await;
         ConversationServiceClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
     }
 
     /// A FlowService client with `key` (None: no authorization metadata).
     pub async fn flows_with(&self, key: Option<&str>) -> FlowClient {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = self.channel().await;
         FlowServiceClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
     }
 
@@ -359,11 +365,7 @@ impl TestApp {
 
     /// A WorkspaceService client with `key` (None: no authorization).
     pub async fn settings_with(&self, key: Option<&str>) -> WorkspaceClient {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = self.channel().await;
         WorkspaceServiceClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
     }
 

@@ -175,21 +175,14 @@ fn key_id(token: &str) -> String {
 
 #[tokio::test]
 async fn health_turns_not_serving_the_moment_shutdown_starts_and_its_watches_end() {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let app = TestApp::spawn_with(Settings {
         // Long enough that a shutdown held up by a watch would show.
         shutdown_grace: Duration::from_secs(60),
         ..default_settings()
     })
     .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = HealthClient::new(channel);
+    let mut health = app.health().await;
     let ask = |service: &str| HealthCheckRequest {
         service: service.to_owned(),
     };
@@ -261,9 +254,7 @@ async fn health_turns_not_serving_the_moment_shutdown_starts_and_its_watches_end
 #[tokio::test]
 async fn health_is_not_serving_while_the_database_does_not_answer_and_serving_again_when_it_does() {
     use sqlx::Connection;
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let Some(server) = postgres_server() else {
         eprintln!(
             "skipped on SQLite: the outage is made on PostgreSQL (connections refused and cut); \
@@ -276,12 +267,7 @@ async fn health_is_not_serving_while_the_database_does_not_answer_and_serving_ag
         panic!("the suite runs on PostgreSQL");
     };
     let name = url::Url::parse(url).expect("url").path()[1..].to_owned();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = HealthClient::new(channel);
+    let mut health = app.health().await;
     let ask = || HealthCheckRequest {
         service: String::new(),
     };
