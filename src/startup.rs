@@ -450,31 +450,23 @@ async fn probe_database(store: Store, health: HealthState) {
             Ok(answer) => answer.map_err(|error| error.to_string()),
             Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
         };
-        match answer {
-            Ok(()) => {
-                if failures >= PROBE_FAILURES {
-                    tracing::info!("the database answers again: health is SERVING");
-                }
-                failures = 0;
-                health.set_database_reachable(true);
-            }
-            Err(error) => {
-                failures += 1;
-                if failures == PROBE_FAILURES {
-                    tracing::warn!(
-                        %error,
-                        failures,
-                        "the database does not answer: health is NOT_SERVING until it does"
-                    );
-                    health.set_database_reachable(false);
-                }
-            }
+        let was_reachable = failures < PROBE_FAILURES;
+        failures = match &answer {
+            Ok(()) => 0,
+            Err(_) => failures.saturating_add(1),
+        };
+        let reachable = failures < PROBE_FAILURES;
+        match (&answer, was_reachable, reachable) {
+            (Err(error), true, false) => tracing::warn!(
+                %error,
+                failures,
+                "the database does not answer: health is NOT_SERVING until it does"
+            ),
+            (_, false, true) => tracing::info!("the database answers again: health is SERVING"),
+            _ => {}
         }
-        ::metrics::gauge!(crate::metrics::DB_REACHABLE).set(if failures >= PROBE_FAILURES {
-            0.0
-        } else {
-            1.0
-        });
+        health.set_database_reachable(reachable);
+        ::metrics::gauge!(crate::metrics::DB_REACHABLE).set(f64::from(u8::from(reachable)));
     }
 }
 
