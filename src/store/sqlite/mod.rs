@@ -150,7 +150,10 @@ impl Backend {
             batch,
             admin,
             reader: pool(4, options.clone()),
-            feed: pool(2, options),
+            // A catch-up read returns hundreds of rows; SQLite's worker
+            // thread hands them over without stopping every 50 (sqlx's
+            // default channel), which would cost two thread switches each time.
+            feed: pool(2, options.row_buffer_size(FEED_ROWS_IN_FLIGHT)),
             cache: lock.is_some().then(Default::default),
             lock: lock.map(|lock| Arc::new(Mutex::new(Some(lock)))),
             path: Arc::from(path),
@@ -300,6 +303,9 @@ async fn sqlite_version(conn: &mut Conn) -> Result<String, StoreError> {
         .fetch_one(conn)
         .await?)
 }
+
+/// Rows a feed connection's worker thread may read ahead of its reader.
+const FEED_ROWS_IN_FLIGHT: usize = 1024;
 
 /// How every connection to the database file is opened: WAL, FULL sync,
 /// foreign keys, a 10 s busy timeout. Public so that baselines (the bench's
