@@ -24,8 +24,8 @@ use tonic::{Code, Status, Streaming, metadata::MetadataValue, transport::Channel
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    Client, TestApp, agent_ref, as_visitor, bad_fields, close, dana, mark_pending, reason, reopen,
-    restart_request, start, text_request,
+    Client, TestApp, agent_ref, as_visitor, assign, bad_fields, close, dana, mark_pending, reason,
+    reopen, restart_request, start, text_request,
 };
 
 /// How long a test waits for the next stream item before it fails. Generous:
@@ -869,6 +869,46 @@ async fn a_stream_cut_by_a_restart_resumes_on_the_new_server_without_gap_or_dupl
     let everything = list_all_events(&mut agent, &Filter::all()).await;
     assert_eq!(union, sequences(&everything));
     assert_eq!(everything.last().unwrap().sequence, head);
+}
+
+#[tokio::test]
+async fn every_kind_of_event_reads_back_from_the_store_as_it_was_delivered_from_memory() {
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let mut visitor = app.visitor().await;
+    let id = start(&mut visitor, "v-1").await.conversation_id;
+    say(&mut visitor, &id, as_visitor("v-1"), "hello").await;
+    say(&mut agent, &id, agent_sender(dana()), "hi, Dana here").await;
+    assign(&mut agent, &id, dana(), Some(sam())).await;
+    mark_pending(&mut agent, &id, dana()).await;
+    assign(&mut agent, &id, dana(), None).await;
+    close(&mut agent, &id, dana()).await;
+    restart(&mut visitor, &id, "v-1").await;
+    let from_memory = list_all_events(&mut agent, &Filter::all()).await;
+    let mut seen: Vec<_> = kinds(&from_memory);
+    seen.sort_by_key(|kind| *kind as i32);
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [
+            EventType::ConversationStarted,
+            EventType::StatusChanged,
+            EventType::MessagePosted,
+            EventType::ConversationAssigned,
+        ],
+        "every kind is on the feed"
+    );
+
+    // A new server holds no recent events: every read comes from the store.
+    let app = app.restart().await;
+    let mut agent = app.agent().await;
+    assert_eq!(
+        list_all_events(&mut agent, &Filter::all()).await,
+        from_memory
+    );
+    let mut feed = watch(&mut agent, Filter::all().watch(0)).await;
+    let head = from_memory.last().unwrap().sequence;
+    assert_eq!(events_until(&mut feed, 0, head).await, from_memory);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
