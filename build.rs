@@ -40,6 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
+        // Prost's codec with a smaller first send buffer (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::LeanCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

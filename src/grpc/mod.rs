@@ -1,6 +1,7 @@
 //! The gRPC surface: protobuf conversions, the status mapping and the service
 //! handlers. Protobuf types never leave this module (and `pb`).
 
+pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod flows;
