@@ -363,6 +363,19 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind.
+    pub const ALL: [Self; 4] = [
+        Self::ConversationStarted,
+        Self::StatusChanged,
+        Self::MessagePosted,
+        Self::ConversationAssigned,
+    ];
+
+    /// The kind of a storage name ([`EventKind::as_str`]), if it is one.
+    pub fn from_storage(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
     /// The kind name used in storage.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -969,6 +982,15 @@ mod tests {
             .conversation;
         c.status = status;
         c
+    }
+
+    #[test]
+    fn every_event_kind_is_found_by_its_storage_name_and_nothing_else_is() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::from_storage(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventKind::from_storage("conversation_deleted"), None);
+        assert_eq!(EventKind::from_storage(""), None);
     }
 
     #[test]

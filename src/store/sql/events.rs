@@ -107,15 +107,7 @@ fn payload(kind: &str, json: &str) -> Result<EventPayload, StoreError> {
         actor: Author,
         conversation: Conversation,
     }
-    let kind = [
-        EventKind::ConversationStarted,
-        EventKind::StatusChanged,
-        EventKind::MessagePosted,
-        EventKind::ConversationAssigned,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == kind);
-    Ok(match kind {
+    Ok(match EventKind::from_storage(kind) {
         Some(EventKind::ConversationStarted) => {
             let Started { conversation } = serde_json::from_str(json)?;
             EventPayload::ConversationStarted { conversation }
