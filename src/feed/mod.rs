@@ -22,7 +22,7 @@
 mod follow;
 mod hub;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -35,6 +35,10 @@ use crate::{
 };
 use follow::Wanted;
 use hub::{Hub, Recent, Registration};
+
+/// Store reads a catching-up workspace stream keeps going at once (the
+/// feed's connections read them side by side while the stream sends).
+const READ_AHEAD: usize = 3;
 
 /// Tuning of the feed.
 #[derive(Debug, Clone, Copy)]
@@ -224,33 +228,61 @@ impl Feed {
         limit: usize,
         signal: Option<&hub::Signal>,
     ) -> Result<FeedRead, StoreError> {
+        Ok(self.read_from(log, scope, after, limit, signal).await?.0)
+    }
+
+    /// [`Feed::read`], saying whether the events came from the store.
+    async fn read_from(
+        &self,
+        log: &hub::Log,
+        scope: &EventScope,
+        after: i64,
+        limit: usize,
+        signal: Option<&hub::Signal>,
+    ) -> Result<(FeedRead, Source), StoreError> {
         match log.scan(scope, after, limit, signal) {
             Recent::Events {
                 events,
                 scanned,
                 head,
-            } => Ok(FeedRead {
-                events,
-                scanned,
-                head,
-            }),
-            Recent::Older { head } => {
-                let events = self
-                    .store
-                    .read_events(scope, after, head, i64::try_from(limit).unwrap_or(i64::MAX))
-                    .await?;
-                // A short batch scanned everything up to the head.
-                let scanned = match events.last() {
-                    Some(last) if events.len() == limit => last.sequence,
-                    _ => head,
-                };
-                Ok(FeedRead {
-                    events: events.into_iter().map(Arc::new).collect(),
+            } => Ok((
+                FeedRead {
+                    events,
                     scanned,
                     head,
-                })
-            }
+                },
+                Source::Memory,
+            )),
+            Recent::Older { head } => Ok((
+                self.read_store(scope, after, head, limit).await?,
+                Source::Store,
+            )),
         }
+    }
+
+    /// Up to `limit` events in `scope` with `after < sequence <= head` from
+    /// the store (every event up to `head` is committed).
+    async fn read_store(
+        &self,
+        scope: &EventScope,
+        after: i64,
+        head: i64,
+        limit: usize,
+    ) -> Result<FeedRead, StoreError> {
+        let events = self
+            .store
+            .read_events(scope, after, head, i64::try_from(limit).unwrap_or(i64::MAX))
+            .await?;
+        // A short batch scanned everything up to the head.
+        let scanned = match events.last() {
+            Some(last) if events.len() == limit => last.sequence,
+            _ => head,
+        };
+        Ok(FeedRead {
+            events: events.into_iter().map(Arc::new).collect(),
+            scanned,
+            head,
+        })
     }
 
     /// Opens a stream of `scope` after `after`, which ends (with
@@ -290,6 +322,69 @@ impl Feed {
     /// shutdown does not wait on them.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+}
+
+/// Where a read found its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Memory,
+    Store,
+}
+
+/// Why a stream's read failed.
+#[derive(Debug, thiserror::Error)]
+enum ReadFailed {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The task reading ahead panicked.
+    #[error("the read ahead did not finish: {0}")]
+    Lost(tokio::task::JoinError),
+}
+
+/// A store read of the events after `after` up to `up_to`, running while
+/// the stream sends what came before; dropped with the stream, it stops.
+struct ReadAhead {
+    task: tokio::task::JoinHandle<Result<FeedRead, StoreError>>,
+    up_to: i64,
+    /// The head the stream is catching up to.
+    head: i64,
+}
+
+impl ReadAhead {
+    fn start(
+        feed: &Feed,
+        scope: EventScope,
+        after: i64,
+        up_to: i64,
+        head: i64,
+        limit: usize,
+    ) -> Self {
+        let feed = feed.clone();
+        let task = tokio::spawn(async move { feed.read_store(&scope, after, up_to, limit).await });
+        Self { task, up_to, head }
+    }
+
+    async fn result(mut self) -> Result<(FeedRead, Source), ReadFailed> {
+        match (&mut self.task).await {
+            Ok(read) => {
+                let read = read?;
+                Ok((
+                    FeedRead {
+                        head: self.head,
+                        ..read
+                    },
+                    Source::Store,
+                ))
+            }
+            Err(error) => Err(ReadFailed::Lost(error)),
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -336,34 +431,46 @@ impl Producer {
     }
 
     /// Sends every matching event up to the head: from the store while the
-    /// cursor is behind the window, then from memory.
+    /// cursor is behind the window, then from memory. While a batch from the
+    /// store is being sent, the next one is already being read.
     async fn catch_up(&mut self) -> Result<(), Stop> {
         let limit = self.feed.config.batch.max(1);
+        let mut ahead: VecDeque<ReadAhead> = VecDeque::new();
         loop {
             if *self.shutdown.borrow() {
                 return Err(self.ending(FeedEnd::ShuttingDown { last_sequence: 0 }));
             }
-            let read = self
-                .feed
-                .read(
-                    &self.registration.log,
-                    &self.scope,
-                    self.sent,
-                    limit,
-                    Some(&self.registration.signal),
-                )
-                .await;
-            let FeedRead {
-                events,
-                scanned,
-                head,
-            } = match read {
+            let read = match ahead.pop_front() {
+                Some(next) => next.result().await,
+                None => self
+                    .feed
+                    .read_from(
+                        &self.registration.log,
+                        &self.scope,
+                        self.sent,
+                        limit,
+                        Some(&self.registration.signal),
+                    )
+                    .await
+                    .map_err(ReadFailed::from),
+            };
+            let (
+                FeedRead {
+                    events,
+                    scanned,
+                    head,
+                },
+                source,
+            ) = match read {
                 Ok(read) => read,
                 Err(error) => {
                     tracing::error!(%error, "event feed read failed");
                     return Err(self.ending(FeedEnd::Failed { last_sequence: 0 }));
                 }
             };
+            if source == Source::Store {
+                self.read_ahead(&mut ahead, scanned, head, limit);
+            }
             for event in events {
                 let sequence = event.sequence;
                 self.send(FeedItem::Event(event)).await?;
@@ -373,6 +480,34 @@ impl Producer {
             if scanned >= head {
                 return Ok(());
             }
+        }
+    }
+
+    /// Keeps the store reads after `scanned` going while a batch is sent.
+    /// A workspace stream reads ranges of `limit` sequences, [`READ_AHEAD`]
+    /// of them at once: each range holds at most `limit` events, so each
+    /// read scans its range whole and the next can start before it ends. A
+    /// conversation's next batch starts after the last event of this one,
+    /// so it reads one batch ahead.
+    fn read_ahead(&self, ahead: &mut VecDeque<ReadAhead>, scanned: i64, head: i64, limit: usize) {
+        let ranged = self.scope.conversation_id.is_none();
+        let step = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut from = ahead.back().map_or(scanned, |last| last.up_to);
+        while from < head && ahead.len() < if ranged { READ_AHEAD } else { 1 } {
+            let up_to = if ranged {
+                from.saturating_add(step).min(head)
+            } else {
+                head
+            };
+            ahead.push_back(ReadAhead::start(
+                &self.feed,
+                self.scope.clone(),
+                from,
+                up_to,
+                head,
+                limit,
+            ));
+            from = up_to;
         }
     }
 

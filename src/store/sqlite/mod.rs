@@ -2,7 +2,7 @@
 //!
 //! WAL mode with four pools, so that no kind of work queues behind another:
 //! one connection for the group-commit writer, one for administrative writes
-//! (keys, flows, purges), several for unary reads, and two for event-feed
+//! (keys, flows, purges), several for unary reads, and three for event-feed
 //! catch-up, so a thousand reconnecting streams never delay a
 //! `GetConversation`. Write transactions start with `BEGIN IMMEDIATE`,
 //! taking the write lock up front, so a transaction never fails halfway
@@ -159,7 +159,7 @@ impl Backend {
             // A catch-up read returns hundreds of rows; SQLite's worker
             // thread hands them over without stopping every 50 (sqlx's
             // default channel), which would cost two thread switches each time.
-            feed: pool(2, options.row_buffer_size(FEED_ROWS_IN_FLIGHT)),
+            feed: pool(3, options.row_buffer_size(FEED_ROWS_IN_FLIGHT)),
             cache: lock.is_some().then(Default::default),
             lock: lock.map(|lock| Arc::new(Mutex::new(Some(lock)))),
             path: Arc::from(path),
