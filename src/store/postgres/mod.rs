@@ -59,6 +59,10 @@ mod dialect {
     pub const CONVERSATION_KEY: &str = "workspace_id, conversation_id";
     /// PostgreSQL picks the conversation index from its statistics.
     pub const EVENTS_OF_A_CONVERSATION: &str = "events";
+    /// A text column as a JSON string: opening and closing.
+    pub const JSON_STRING: (&str, &str) = ("to_json(", ")::text");
+    /// The aggregate that joins texts with a separator.
+    pub const AGGREGATE_TEXT: &str = "string_agg";
     /// The workspace column where conversations are read by a list of ids:
     /// the primary key's leading column.
     pub const WORKSPACE_OF_LISTED_IDS: &str = "workspace_id";

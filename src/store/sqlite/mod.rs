@@ -73,6 +73,10 @@ mod dialect {
     /// the conversation's index, which SQLite would otherwise pass over for
     /// the primary key's range (it has no statistics to know better).
     pub const EVENTS_OF_A_CONVERSATION: &str = "events INDEXED BY events_by_conversation";
+    /// A text column as a JSON string: opening and closing.
+    pub const JSON_STRING: (&str, &str) = ("json_quote(", ")");
+    /// The aggregate that joins texts with a separator.
+    pub const AGGREGATE_TEXT: &str = "group_concat";
     /// The workspace column where conversations are read by a list of ids:
     /// the unary `+` keeps SQLite (which has no statistics) from scanning a
     /// whole workspace by its index instead of looking each id up by the
@@ -156,10 +160,9 @@ impl Backend {
             batch,
             admin,
             reader: pool(4, options.clone()),
-            // A catch-up read returns hundreds of rows; SQLite's worker
-            // thread hands them over without stopping every 50 (sqlx's
-            // default channel), which would cost two thread switches each time.
-            feed: pool(3, options.row_buffer_size(FEED_ROWS_IN_FLIGHT)),
+            // A catch-up read is one row (the batch as one value, see
+            // `events::read`), so sqlx's row channel never fills.
+            feed: pool(3, options),
             cache: lock.is_some().then(Default::default),
             lock: lock.map(|lock| Arc::new(Mutex::new(Some(lock)))),
             path: Arc::from(path),
@@ -320,9 +323,6 @@ async fn sqlite_version(conn: &mut Conn) -> Result<String, StoreError> {
         .fetch_one(conn)
         .await?)
 }
-
-/// Rows a feed connection's worker thread may read ahead of its reader.
-const FEED_ROWS_IN_FLIGHT: usize = 1024;
 
 /// How every connection to the database file is opened: WAL, FULL sync,
 /// foreign keys, a 10 s busy timeout. Public so that baselines (the bench's
