@@ -148,6 +148,10 @@ pub struct WatchEventsStream {
     /// For a visitor session's stream: when the session expires, to tell an
     /// expiry from a revocation when its credentials end.
     session_expire: Option<Micros>,
+    /// The delivery metrics, looked up once per stream rather than once per
+    /// event (a registry lookup each).
+    delivery_lag: ::metrics::Histogram,
+    delivered: ::metrics::Counter,
 }
 
 /// One open event stream in the `conversations_streams_open` gauge of its
@@ -194,8 +198,8 @@ impl tokio_stream::Stream for WatchEventsStream {
                     FeedItem::Event(event) => {
                         self.yielded = event.sequence;
                         let lag = (now().0 - event.create_time.0).max(0) as f64 / 1e6;
-                        ::metrics::histogram!(crate::metrics::DELIVERY_LAG).record(lag);
-                        ::metrics::counter!(crate::metrics::EVENTS_DELIVERED).increment(1);
+                        self.delivery_lag.record(lag);
+                        self.delivered.increment(1);
                         Item::Event(to_event(&event, self.role))
                     }
                     FeedItem::Checkpoint(sequence) => {
@@ -248,6 +252,8 @@ impl ConversationService for ConversationsApi {
             role: caller.role,
             yielded: query.after_sequence,
             session_expire: caller.session.as_ref().map(|grant| grant.expire_time),
+            delivery_lag: ::metrics::histogram!(crate::metrics::DELIVERY_LAG),
+            delivered: ::metrics::counter!(crate::metrics::EVENTS_DELIVERED),
         }))
     }
 
