@@ -59,6 +59,9 @@ mod dialect {
     pub const CONVERSATION_KEY: &str = "workspace_id, conversation_id";
     /// PostgreSQL picks the conversation index from its statistics.
     pub const EVENTS_OF_A_CONVERSATION: &str = "events";
+    /// How a batch begins: a plain BEGIN (its counter rows are locked as
+    /// it reads them).
+    pub const BEGIN_BATCH: Option<&str> = None;
     /// A text column as a JSON string: opening and closing.
     pub const JSON_STRING: (&str, &str) = ("to_json(", ")::text");
     /// The aggregate that joins texts with a separator.
@@ -84,7 +87,7 @@ mod dialect {
 /// The PostgreSQL store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    batch: PgPool,
+    batch: batch::WriterConnection,
     admin: PgPool,
     reader: PgPool,
     feed: PgPool,
@@ -117,7 +120,7 @@ impl Backend {
         let admin = pool(2);
         let notify = pool(2);
         Ok(Self {
-            batch: pool(1),
+            batch: batch::WriterConnection::new(pool(1)),
             admin,
             reader: pool(8),
             feed: pool(4),
@@ -152,7 +155,7 @@ impl Backend {
     /// Sets the pool gauges.
     pub fn observe(&self) {
         for (name, pool) in [
-            ("batch", &self.batch),
+            ("batch", self.batch.pool()),
             ("admin", &self.admin),
             ("read", &self.reader),
             ("feed", &self.feed),
@@ -173,8 +176,7 @@ impl Backend {
 
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
-        let tx = super::acquired("batch", self.batch.begin()).await?;
-        Ok(batch::BatchTx::new(tx, self.clone()))
+        self.batch.begin(self.clone()).await
     }
 
     /// Other servers write too: nothing is remembered.
@@ -222,7 +224,7 @@ impl Backend {
         Ok(format!(
             "PostgreSQL {version}: synchronous_commit={commit} default_transaction_isolation={isolation}; \
              pools: {} batch, {} admin, {} read, {} feed, {} notify",
-            self.batch.options().get_max_connections(),
+            self.batch.pool().options().get_max_connections(),
             self.admin.options().get_max_connections(),
             self.reader.options().get_max_connections(),
             self.feed.options().get_max_connections(),

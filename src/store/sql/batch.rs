@@ -13,11 +13,17 @@
 //! `commit` costs a fixed handful of multi-row statements however many
 //! commands the batch holds, which is what makes group commit pay.
 
-use std::collections::HashMap;
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
-use sqlx::Transaction;
+use sqlx::{Database, TransactionManager, pool::Pool};
 
-use super::{Backend, Db, conversations, counters, events, flows, idempotency, messages, settings};
+use super::{
+    Backend, Conn, Db, conversations, counters, events, flows, idempotency, messages, settings,
+};
 use crate::{
     domain::{
         Conversation, WorkspaceId,
@@ -30,17 +36,76 @@ use crate::{
     },
 };
 
-/// An open batch transaction.
+/// The batch writer's connection, kept between batches outside its pool.
+///
+/// sqlx pings a connection each time it goes back to its pool (a round trip
+/// to SQLite's worker thread, or to PostgreSQL), and the writer, whose
+/// batches run one after another, would pay that between every two of them.
+/// So the connection leaves the pool (detached) and only a batch that
+/// committed puts it back here; after any failure it is dropped, which
+/// closes it and rolls back what it held, and the next batch opens a fresh
+/// one from the pool.
+#[derive(Debug, Clone)]
+pub(super) struct WriterConnection {
+    pool: Pool<Db>,
+    kept: Arc<Mutex<Option<Conn>>>,
+}
+
+impl WriterConnection {
+    pub fn new(pool: Pool<Db>) -> Self {
+        Self {
+            pool,
+            kept: Arc::default(),
+        }
+    }
+
+    /// The pool the connection comes from (for settings and counts).
+    pub fn pool(&self) -> &Pool<Db> {
+        &self.pool
+    }
+
+    /// Begins a batch on the kept connection, or on a new one.
+    pub async fn begin(&self, backend: Backend) -> Result<BatchTx, StoreError> {
+        let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => crate::store::acquired("batch", self.pool.acquire())
+                .await?
+                .detach(),
+        };
+        <Db as Database>::TransactionManager::begin(
+            &mut conn,
+            super::dialect::BEGIN_BATCH.map(Cow::Borrowed),
+        )
+        .await?;
+        Ok(BatchTx {
+            conn,
+            kept: self.kept.clone(),
+            backend,
+        })
+    }
+
+    /// Closes the kept connection and the pool.
+    pub async fn close(&self) {
+        let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
+        if let Some(conn) = kept
+            && let Err(error) = sqlx::Connection::close(conn).await
+        {
+            tracing::warn!(%error, "closing the batch connection failed");
+        }
+        self.pool.close().await;
+    }
+}
+
+/// An open batch transaction. Dropped without [`BatchTx::commit`], it
+/// closes its connection, which rolls the transaction back.
 pub struct BatchTx {
-    tx: Transaction<'static, Db>,
+    conn: Conn,
+    kept: Arc<Mutex<Option<Conn>>>,
     backend: Backend,
 }
 
 impl BatchTx {
-    pub(super) fn new(tx: Transaction<'static, Db>, backend: Backend) -> Self {
-        Self { tx, backend }
-    }
-
     /// The counters of these workspaces, held for the batch: call first.
     pub async fn tallies(
         &mut self,
@@ -57,7 +122,7 @@ impl BatchTx {
             }
         }
         if !unknown.is_empty() {
-            found.extend(counters::lock_many(&mut self.tx, &unknown).await?);
+            found.extend(counters::lock_many(&mut self.conn, &unknown).await?);
         }
         Ok(found)
     }
@@ -77,7 +142,7 @@ impl BatchTx {
             }
         }
         if !missing.is_empty() {
-            found.extend(conversations::get_many(&mut self.tx, &missing).await?);
+            found.extend(conversations::get_many(&mut self.conn, &missing).await?);
         }
         Ok(found)
     }
@@ -90,7 +155,7 @@ impl BatchTx {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        idempotency::find_many(&mut self.tx, keys).await
+        idempotency::find_many(&mut self.conn, keys).await
     }
 
     /// The settings of these workspaces, as the batch decides with them
@@ -100,7 +165,7 @@ impl BatchTx {
         &mut self,
         workspaces: &[WorkspaceId],
     ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
-        settings::get_many(&mut self.tx, workspaces).await
+        settings::get_many(&mut self.conn, workspaces).await
     }
 
     /// The workspace's default flow id.
@@ -108,7 +173,7 @@ impl BatchTx {
         &mut self,
         workspace_id: WorkspaceId,
     ) -> Result<Option<String>, StoreError> {
-        flows::default_flow_id(&mut self.tx, workspace_id).await
+        flows::default_flow_id(&mut self.conn, workspace_id).await
     }
 
     /// A flow version (the newest when `version` is None).
@@ -118,7 +183,7 @@ impl BatchTx {
         flow_id: &str,
         version: Option<i64>,
     ) -> Result<Option<StoredFlow>, StoreError> {
-        flows::get(&mut self.tx, workspace_id, flow_id, version).await
+        flows::get(&mut self.conn, workspace_id, flow_id, version).await
     }
 
     /// Writes the batch's rows and commits: when this returns Ok, every
@@ -126,20 +191,25 @@ impl BatchTx {
     /// backend forgets what it remembered.
     pub async fn commit(mut self, writes: &Writes) -> Result<(), StoreError> {
         let done = async {
-            write(&mut self.tx, writes).await?;
-            self.tx.commit().await?;
+            write(&mut self.conn, writes).await?;
+            <Db as Database>::TransactionManager::commit(&mut self.conn).await?;
             Ok::<_, StoreError>(())
         }
         .await;
         match &done {
-            Ok(()) => self.backend.committed(writes),
+            Ok(()) => {
+                self.backend.committed(writes);
+                if let Ok(mut kept) = self.kept.lock() {
+                    *kept = Some(self.conn);
+                }
+            }
             Err(_) => self.backend.forget(),
         }
         done
     }
 }
 
-async fn write(tx: &mut super::Conn, writes: &Writes) -> Result<(), StoreError> {
+async fn write(tx: &mut Conn, writes: &Writes) -> Result<(), StoreError> {
     if !writes.conversations.is_empty() {
         conversations::upsert(tx, &writes.conversations, &writes.due_times).await?;
     }

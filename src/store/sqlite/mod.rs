@@ -73,6 +73,9 @@ mod dialect {
     /// the conversation's index, which SQLite would otherwise pass over for
     /// the primary key's range (it has no statistics to know better).
     pub const EVENTS_OF_A_CONVERSATION: &str = "events INDEXED BY events_by_conversation";
+    /// How a batch begins: with the file's write lock taken up front, so
+    /// it never fails halfway on a lock upgrade.
+    pub const BEGIN_BATCH: Option<&str> = Some("BEGIN IMMEDIATE");
     /// A text column as a JSON string: opening and closing.
     pub const JSON_STRING: (&str, &str) = ("json_quote(", ")");
     /// The aggregate that joins texts with a separator.
@@ -96,7 +99,7 @@ mod dialect {
 /// The SQLite store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    batch: SqlitePool,
+    batch: batch::WriterConnection,
     admin: SqlitePool,
     reader: SqlitePool,
     feed: SqlitePool,
@@ -157,7 +160,7 @@ impl Backend {
                 .pragma("temp_store", "memory"),
         );
         Ok(Self {
-            batch,
+            batch: batch::WriterConnection::new(batch),
             admin,
             reader: pool(4, options.clone()),
             // A catch-up read is one row (the batch as one value, see
@@ -191,7 +194,7 @@ impl Backend {
     /// Sets the pool gauges and the sizes of the file and its WAL.
     pub fn observe(&self) {
         for (name, pool) in [
-            ("batch", &self.batch),
+            ("batch", self.batch.pool()),
             ("admin", &self.admin),
             ("read", &self.reader),
             ("feed", &self.feed),
@@ -217,8 +220,7 @@ impl Backend {
 
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
-        let tx = super::acquired("batch", self.batch.begin_with("BEGIN IMMEDIATE")).await?;
-        Ok(batch::BatchTx::new(tx, self.clone()))
+        self.batch.begin(self.clone()).await
     }
 
     fn remembered_conversation(&self, id: &ConversationId) -> Option<Conversation> {
@@ -251,7 +253,7 @@ impl Backend {
     /// The settings in force on the batch connection, as SQLite reports
     /// them, for the start-up log line.
     pub async fn in_force(&self) -> Result<String, StoreError> {
-        let mut conn = self.batch.acquire().await?;
+        let mut conn = self.batch.pool().acquire().await?;
         let mut read = async |pragma: &str| -> Result<String, StoreError> {
             let row = sqlx::query(&format!("PRAGMA {pragma}"))
                 .fetch_one(&mut *conn)
@@ -276,7 +278,7 @@ impl Backend {
             "SQLite {}: journal_mode={journal} synchronous={synchronous} busy_timeout={busy}ms \
              foreign_keys={foreign_keys} cache_size={cache} (batch); pools: {} batch, {} admin, {} read, {} feed",
             sqlite_version(&mut conn).await?,
-            self.batch.options().get_max_connections(),
+            self.batch.pool().options().get_max_connections(),
             self.admin.options().get_max_connections(),
             self.reader.options().get_max_connections(),
             self.feed.options().get_max_connections(),
