@@ -214,25 +214,14 @@ impl Feed {
         limit: usize,
     ) -> Result<FeedRead, StoreError> {
         let log = self.hub.log(scope.workspace_id);
-        self.read(&log, scope, after, limit.max(1), None).await
+        Ok(self.read(&log, scope, after, limit.max(1), None).await?.0)
     }
 
     /// The next read after `after`: a scan of the window, or of the store up
-    /// to the window's head when the cursor is older than the window. A scan
-    /// that reaches the head clears `signal`'s pending flag.
+    /// to the window's head when the cursor is older than the window, and
+    /// which of the two it was. A scan that reaches the head clears
+    /// `signal`'s pending flag.
     async fn read(
-        &self,
-        log: &hub::Log,
-        scope: &EventScope,
-        after: i64,
-        limit: usize,
-        signal: Option<&hub::Signal>,
-    ) -> Result<FeedRead, StoreError> {
-        Ok(self.read_from(log, scope, after, limit, signal).await?.0)
-    }
-
-    /// [`Feed::read`], saying whether the events came from the store.
-    async fn read_from(
         &self,
         log: &hub::Log,
         scope: &EventScope,
@@ -444,7 +433,7 @@ impl Producer {
                 Some(next) => next.result().await,
                 None => self
                     .feed
-                    .read_from(
+                    .read(
                         &self.registration.log,
                         &self.scope,
                         self.sent,
