@@ -42,10 +42,30 @@ struct LogState {
     head: i64,
     /// The newest events, the last at `head`, consecutive sequences.
     recent: VecDeque<Arc<Event>>,
+    /// The same events by conversation, each list in sequence order: a
+    /// widget's scan reads its conversation's events, not every event of
+    /// the workspace since its cursor.
+    by_conversation: HashMap<ConversationId, VecDeque<Arc<Event>>>,
     /// Subscribers of the whole workspace.
     workspace: HashMap<u64, Arc<Signal>>,
     /// Subscribers of one conversation.
     conversations: HashMap<ConversationId, HashMap<u64, Arc<Signal>>>,
+}
+
+impl LogState {
+    /// Drops the oldest event of the window, from both of its lists: it is
+    /// also the oldest of its conversation's.
+    fn evict_oldest(&mut self) {
+        let Some(oldest) = self.recent.pop_front() else {
+            return;
+        };
+        if let Some(list) = self.by_conversation.get_mut(&oldest.conversation_id) {
+            list.pop_front();
+            if list.is_empty() {
+                self.by_conversation.remove(&oldest.conversation_id);
+            }
+        }
+    }
 }
 
 /// One workspace's recent feed and its subscribers.
@@ -100,13 +120,33 @@ impl Log {
         }
         let mut events = Vec::new();
         let mut scanned = head;
-        let skip = usize::try_from(after + 1 - oldest).unwrap_or(0);
-        for event in state.recent.iter().skip(skip) {
+        let mut take = |event: &Arc<Event>| {
             if scope.admits(event) {
                 events.push(event.clone());
                 if events.len() == limit {
                     scanned = event.sequence;
-                    break;
+                    return false;
+                }
+            }
+            true
+        };
+        match &scope.conversation_id {
+            Some(conversation) => {
+                if let Some(list) = state.by_conversation.get(conversation) {
+                    let skip = list.partition_point(|e| e.sequence <= after);
+                    for event in list.iter().skip(skip) {
+                        if !take(event) {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                let skip = usize::try_from(after + 1 - oldest).unwrap_or(0);
+                for event in state.recent.iter().skip(skip) {
+                    if !take(event) {
+                        break;
+                    }
                 }
             }
         }
@@ -278,14 +318,24 @@ impl Hub {
                     if let Some(subscribers) = state.conversations.get(&event.conversation_id) {
                         wake.extend(subscribers.values().cloned());
                     }
-                    state.recent.push_back(Arc::new(event));
+                    let event = Arc::new(event);
+                    match state.by_conversation.get_mut(&event.conversation_id) {
+                        Some(list) => list.push_back(event.clone()),
+                        None => {
+                            let list = VecDeque::from([event.clone()]);
+                            state
+                                .by_conversation
+                                .insert(event.conversation_id.clone(), list);
+                        }
+                    }
+                    state.recent.push_back(event);
                     appended = true;
                 }
                 if !appended {
                     continue;
                 }
                 while state.recent.len() > self.window {
-                    state.recent.pop_front();
+                    state.evict_oldest();
                 }
                 wake.extend(state.workspace.values().cloned());
                 for signal in &wake {
@@ -297,5 +347,118 @@ impl Hub {
             }
         }
         gaps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Conversation, Micros, Status, lifecycle::EventPayload, values::VisitorId};
+
+    fn started(workspace: i64, sequence: i64, conversation: &str) -> Event {
+        let id = ConversationId::from_trusted(conversation.to_owned());
+        Event {
+            workspace_id: WorkspaceId(workspace),
+            sequence,
+            event_id: format!("evt_{sequence}"),
+            conversation_id: id.clone(),
+            create_time: Micros(sequence),
+            payload: EventPayload::ConversationStarted {
+                conversation: Conversation {
+                    id,
+                    workspace_id: WorkspaceId(workspace),
+                    visitor_id: VisitorId::from_trusted("v-1".into()),
+                    status: Status::Open,
+                    assignee: None,
+                    create_time: Micros(0),
+                    update_time: Micros(0),
+                    status_change_time: Micros(0),
+                    close_time: None,
+                    version: 1,
+                    message_count: 0,
+                    everyone_message_count: 0,
+                    flow: None,
+                    snooze_end_time: None,
+                },
+            },
+        }
+    }
+
+    fn widget(conversation: &str) -> EventScope {
+        EventScope {
+            workspace_id: WorkspaceId(1),
+            conversation_id: Some(ConversationId::from_trusted(conversation.to_owned())),
+            everyone_only: false,
+            kinds: Vec::new(),
+        }
+    }
+
+    fn sequences(found: Recent) -> (Vec<i64>, i64) {
+        match found {
+            Recent::Events {
+                events, scanned, ..
+            } => (events.iter().map(|e| e.sequence).collect(), scanned),
+            Recent::Older { head } => panic!("older than the window (head {head})"),
+        }
+    }
+
+    #[test]
+    fn a_conversation_scan_finds_exactly_its_events_after_the_cursor_within_the_limit() {
+        let hub = Hub::new(HashMap::new(), 100);
+        let names = ["a", "b", "c"];
+        hub.publish(
+            (1..=30)
+                .map(|s| started(1, s, names[(s % 3) as usize]))
+                .collect(),
+        );
+        let log = hub.log(WorkspaceId(1));
+        // "a" holds 3, 6, ..., 30.
+        assert_eq!(
+            sequences(log.scan(&widget("a"), 10, 100, None)),
+            ((4..=10).map(|i| i * 3).collect(), 30)
+        );
+        assert_eq!(
+            sequences(log.scan(&widget("a"), 10, 2, None)),
+            (vec![12, 15], 15)
+        );
+        assert_eq!(
+            sequences(log.scan(&widget("a"), 30, 100, None)),
+            (vec![], 30)
+        );
+        assert_eq!(
+            sequences(log.scan(&widget("z"), 0, 100, None)),
+            (vec![], 30)
+        );
+    }
+
+    #[test]
+    fn an_event_that_leaves_the_window_leaves_its_conversation_list_too() {
+        let hub = Hub::new(HashMap::new(), 4);
+        hub.publish(
+            (1..=10)
+                .map(|s| started(1, s, if s % 2 == 0 { "even" } else { "odd" }))
+                .collect(),
+        );
+        let log = hub.log(WorkspaceId(1));
+        // The window holds 7..=10.
+        assert!(matches!(
+            log.scan(&widget("even"), 5, 100, None),
+            Recent::Older { head: 10 }
+        ));
+        assert_eq!(
+            sequences(log.scan(&widget("even"), 6, 100, None)),
+            (vec![8, 10], 10)
+        );
+        assert_eq!(
+            sequences(log.scan(&widget("odd"), 6, 100, None)),
+            (vec![7, 9], 10)
+        );
+        hub.publish((11..=14).map(|s| started(1, s, "new")).collect());
+        let state = log.lock();
+        assert_eq!(state.recent.len(), 4);
+        assert_eq!(
+            state.by_conversation.keys().collect::<Vec<_>>(),
+            [&ConversationId::from_trusted("new".into())]
+        );
     }
 }
