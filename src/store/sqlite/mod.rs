@@ -143,15 +143,22 @@ impl Backend {
         // The batch writer's commits never run a checkpoint themselves (a
         // checkpoint copies pages into the database file and syncs it, which
         // would stall every caller of that batch); `checkpoint` does it
-        // beside them. Its page cache holds the index pages that batches
-        // touch all over a large workspace (64 MiB, against SQLite's 2 MiB
-        // default), so a batch rarely reads a page back from the file.
+        // beside them. Its page cache (16 MiB, against SQLite's 2 MiB
+        // default) holds the index pages that batches touch all over a
+        // workspace; a page it lacks comes from the OS's cache. Bigger is
+        // slower on a file under 1 GiB: a b-tree split parks a page past
+        // the file's end, and then every COMMIT scans the cache's whole
+        // hash table to drop it (`pcache1TruncateUnsafe`, 5% of the batch
+        // thread at 64 MiB). Its statement cache keeps a statement for each
+        // row count of a multi-row write, so a batch of a size seen before
+        // is not parsed again (`sqlite3_prepare_v3` was 8% of that thread).
         let batch = pool(
             1,
             options
                 .clone()
                 .pragma("wal_autocheckpoint", "0")
-                .pragma("cache_size", "-65536")
+                .pragma("cache_size", "-16384")
+                .statement_cache_capacity(1024)
                 // A batch's multi-row statements each keep a statement
                 // journal (to undo just that statement if it fails). Past
                 // 64 KiB SQLite spills it to a temporary file, which was 6%
