@@ -18,7 +18,7 @@ use tonic::Code;
 
 use crate::helpers::{
     TestApp, as_visitor, close_request, dana, list_all, mark_pending_request, reason,
-    reopen_request, start, text_request,
+    reopen_request, start, text_request, thread,
 };
 
 /// The server's SQLite file, opened beside it.
@@ -116,6 +116,121 @@ async fn one_bad_command_does_not_fail_the_commands_batched_with_it() {
     }
     let listed = list_all(&mut app.agent().await).await;
     assert_eq!(listed.status_counts.expect("counts").open, 5 * 39);
+    app.stop().await;
+}
+
+/// A message whose text holds this fails its INSERT (a trigger the tests
+/// install): a fault in the middle of a batch's writes, after other rows of
+/// the batch are written.
+const FAILING_TEXT: &str = "boom-injected-fault";
+
+impl Raw {
+    async fn fail_inserts_of(&self, text: &str) {
+        match self {
+            Self::Sqlite(_) => {
+                self.execute(&format!(
+                    "CREATE TRIGGER injected_fault BEFORE INSERT ON messages \
+                     WHEN instr(NEW.content, '{text}') > 0 \
+                     BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+                ))
+                .await
+            }
+            Self::Postgres(_) => {
+                self.execute(&format!(
+                    "CREATE FUNCTION injected_fault() RETURNS trigger AS $$ BEGIN \
+                     IF position('{text}' in NEW.content) > 0 THEN \
+                     RAISE EXCEPTION 'injected fault'; END IF; RETURN NEW; END $$ \
+                     LANGUAGE plpgsql"
+                ))
+                .await;
+                self.execute(
+                    "CREATE TRIGGER injected_fault BEFORE INSERT ON messages \
+                     FOR EACH ROW EXECUTE FUNCTION injected_fault()",
+                )
+                .await
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_that_fails_midway_through_its_writes_leaves_no_row_and_its_neighbours_commit_once()
+{
+    let app = TestApp::spawn().await;
+    let mut agent = app.agent().await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(start(&mut agent, &format!("v-{i}")).await.conversation_id);
+    }
+    Raw::open(&app).await.fail_inserts_of(FAILING_TEXT).await;
+
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        let mut calls = JoinSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (mut client, id) = (agent.clone(), id.clone());
+            let bad = i == 20;
+            let text = if bad {
+                format!("{round} {FAILING_TEXT}")
+            } else {
+                format!("round {round}")
+            };
+            calls.spawn(async move {
+                let sent = client
+                    .send_message(text_request(&id, as_visitor(&format!("v-{i}")), &text, ""))
+                    .await;
+                (bad, sent.map(|r| r.into_inner()))
+            });
+        }
+        for (bad, sent) in calls.join_all().await {
+            match (bad, sent) {
+                (false, Ok(answer)) => assert!(answer.event_sequence > 0),
+                (true, Err(status)) => {
+                    assert_eq!(status.code(), Code::Internal);
+                    assert_eq!(reason(&status), "INTERNAL");
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+
+    // Every good message is in its thread once, in order; the bad one never.
+    for (i, id) in ids.iter().enumerate() {
+        let texts: Vec<String> = thread(&mut agent, id, "")
+            .await
+            .into_iter()
+            .filter_map(|m| match m.content {
+                Some(pb::message::Content::Text(text)) => Some(text),
+                _ => None,
+            })
+            .filter(|text| text.starts_with("round ") || text.contains(FAILING_TEXT))
+            .collect();
+        let expected: Vec<String> = if i == 20 {
+            Vec::new()
+        } else {
+            (0..ROUNDS).map(|round| format!("round {round}")).collect()
+        };
+        assert_eq!(texts, expected, "conversation {i}");
+    }
+    // The feed has no hole and no duplicate where the failed batches were.
+    let mut sequences = Vec::new();
+    loop {
+        let page = agent
+            .list_events(pb::ListEventsRequest {
+                after_sequence: sequences.last().copied().unwrap_or(0),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("list events")
+            .into_inner();
+        sequences.extend(page.events.iter().map(|e| e.sequence));
+        if page.events.is_empty() {
+            break;
+        }
+    }
+    let head = app.max_event_sequence().await;
+    assert_eq!(sequences, (1..=head).collect::<Vec<_>>());
     app.stop().await;
 }
 
