@@ -125,14 +125,25 @@ pub enum StoreError {
 
 /// Records a pool's connections in use and idle.
 fn observe_pool<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) {
-    let idle = pool.num_idle() as f64;
-    let open = f64::from(pool.size());
-    let gauge = |state: &'static str, value: f64| {
+    observe_pool_with(name, pool, 0, 0);
+}
+
+/// [`observe_pool`], adding connections taken out of the pool for good
+/// (detached): `in_use` of them busy, `idle` waiting.
+fn observe_pool_with<DB: sqlx::Database>(
+    name: &'static str,
+    pool: &sqlx::Pool<DB>,
+    in_use: usize,
+    idle: usize,
+) {
+    let pool_idle = pool.num_idle();
+    let pool_in_use = (pool.size() as usize).saturating_sub(pool_idle);
+    let gauge = |state: &'static str, value: usize| {
         ::metrics::gauge!(crate::metrics::DB_CONNECTIONS, "pool" => name, "state" => state)
-            .set(value);
+            .set(value as f64);
     };
-    gauge("in_use", (open - idle).max(0.0));
-    gauge("idle", idle);
+    gauge("in_use", pool_in_use + in_use);
+    gauge("idle", pool_idle + idle);
 }
 
 /// Gets a connection (or a transaction) from the pool `name` with `get`,

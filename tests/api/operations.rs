@@ -731,6 +731,16 @@ async fn metrics_move_with_traffic_and_every_metric_the_dashboard_queries_is_ser
         sample(&after, "conversations_db_file_bytes") > 0.0
             || !matches!(app.database, Location::File(_))
     );
+    // The batch writer keeps its connection out of its pool between
+    // batches; it is still counted, idle or in use.
+    let batch_connections = sample(
+        &after,
+        r#"conversations_db_pool_connections{pool="batch",state="idle"}"#,
+    ) + sample(
+        &after,
+        r#"conversations_db_pool_connections{pool="batch",state="in_use"}"#,
+    );
+    assert_eq!(batch_connections, 1.0, "{after}");
 
     // The shipped dashboard queries only what the server serves.
     let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(

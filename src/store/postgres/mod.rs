@@ -154,8 +154,8 @@ impl Backend {
 
     /// Sets the pool gauges.
     pub fn observe(&self) {
+        self.batch.observe("batch");
         for (name, pool) in [
-            ("batch", self.batch.pool()),
             ("admin", &self.admin),
             ("read", &self.reader),
             ("feed", &self.feed),

@@ -16,7 +16,10 @@
 use std::{
     borrow::Cow,
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use sqlx::{Database, TransactionManager, pool::Pool};
@@ -49,6 +52,17 @@ use crate::{
 pub(super) struct WriterConnection {
     pool: Pool<Db>,
     kept: Arc<Mutex<Option<Conn>>>,
+    /// Batches open now (0 or 1): their connection is out of the pool too.
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts an open batch while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl WriterConnection {
@@ -56,12 +70,24 @@ impl WriterConnection {
         Self {
             pool,
             kept: Arc::default(),
+            open: Arc::default(),
         }
     }
 
-    /// The pool the connection comes from (for settings and counts).
+    /// The pool the connection comes from (for its settings).
     pub fn pool(&self) -> &Pool<Db> {
         &self.pool
+    }
+
+    /// Sets the connection gauges of the pool `name`, counting the
+    /// connection held outside it: idle between batches, in use in one.
+    pub fn observe(&self, name: &'static str) {
+        let kept = self
+            .kept
+            .lock()
+            .map_or(0, |kept| usize::from(kept.is_some()));
+        let open = self.open.load(Ordering::Relaxed);
+        crate::store::observe_pool_with(name, &self.pool, open, kept);
     }
 
     /// Begins a batch on the kept connection, or on a new one.
@@ -73,6 +99,8 @@ impl WriterConnection {
                 .await?
                 .detach(),
         };
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let open = Open(self.open.clone());
         <Db as Database>::TransactionManager::begin(
             &mut conn,
             super::dialect::BEGIN_BATCH.map(Cow::Borrowed),
@@ -82,6 +110,7 @@ impl WriterConnection {
             conn,
             kept: self.kept.clone(),
             backend,
+            _open: open,
         })
     }
 
@@ -103,6 +132,7 @@ pub struct BatchTx {
     conn: Conn,
     kept: Arc<Mutex<Option<Conn>>>,
     backend: Backend,
+    _open: Open,
 }
 
 impl BatchTx {

@@ -200,8 +200,8 @@ impl Backend {
 
     /// Sets the pool gauges and the sizes of the file and its WAL.
     pub fn observe(&self) {
+        self.batch.observe("batch");
         for (name, pool) in [
-            ("batch", self.batch.pool()),
             ("admin", &self.admin),
             ("read", &self.reader),
             ("feed", &self.feed),
