@@ -51,6 +51,33 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// The conversation a start makes, before its first event: open, at
+    /// version 0, every time `now`.
+    pub fn blank(
+        id: ConversationId,
+        workspace_id: WorkspaceId,
+        visitor_id: VisitorId,
+        assignee: Option<AgentRef>,
+        now: Micros,
+    ) -> Self {
+        Self {
+            id,
+            workspace_id,
+            visitor_id,
+            status: Status::Open,
+            assignee,
+            create_time: now,
+            update_time: now,
+            status_change_time: now,
+            close_time: None,
+            version: 0,
+            message_count: 0,
+            everyone_message_count: 0,
+            flow: None,
+            snooze_end_time: None,
+        }
+    }
+
     /// An opaque tag that changes on every mutation. It hashes the id with the
     /// version so that one conversation's etag never matches another's.
     pub fn etag(&self) -> String {

@@ -532,22 +532,13 @@ pub fn decide(
             },
             None,
         ) => {
-            let blank = Conversation {
-                id: ids.conversation_id(),
+            let blank = Conversation::blank(
+                ids.conversation_id(),
                 workspace_id,
-                visitor_id: visitor_id.clone(),
-                status: Status::Open,
-                assignee: agent.clone(),
-                create_time: now,
-                update_time: now,
-                status_change_time: now,
-                close_time: None,
-                version: 0,
-                message_count: 0,
-                everyone_message_count: 0,
-                flow: None,
-                snooze_end_time: None,
-            };
+                visitor_id.clone(),
+                agent.clone(),
+                now,
+            );
             let mut change = Builder::new(&blank, now, ids);
             change.started();
             if let Some(flow) = flow {

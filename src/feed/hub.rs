@@ -353,7 +353,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Conversation, Micros, Status, lifecycle::EventPayload, values::VisitorId};
+    use crate::domain::{Conversation, Micros, lifecycle::EventPayload, values::VisitorId};
 
     fn started(workspace: i64, sequence: i64, conversation: &str) -> Event {
         let id = ConversationId::from_trusted(conversation.to_owned());
@@ -364,22 +364,13 @@ mod tests {
             conversation_id: id.clone(),
             create_time: Micros(sequence),
             payload: EventPayload::ConversationStarted {
-                conversation: Conversation {
+                conversation: Conversation::blank(
                     id,
-                    workspace_id: WorkspaceId(workspace),
-                    visitor_id: VisitorId::from_trusted("v-1".into()),
-                    status: Status::Open,
-                    assignee: None,
-                    create_time: Micros(0),
-                    update_time: Micros(0),
-                    status_change_time: Micros(0),
-                    close_time: None,
-                    version: 1,
-                    message_count: 0,
-                    everyone_message_count: 0,
-                    flow: None,
-                    snooze_end_time: None,
-                },
+                    WorkspaceId(workspace),
+                    VisitorId::from_trusted("v-1".into()),
+                    None,
+                    Micros(0),
+                ),
             },
         }
     }

@@ -754,3 +754,25 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Every sequence of the `default` workspace's feed, paged from 0.
+pub async fn all_sequences(client: &mut Client) -> Vec<i64> {
+    let mut after = 0;
+    let mut sequences = Vec::new();
+    loop {
+        let page = client
+            .list_events(pb::ListEventsRequest {
+                after_sequence: after,
+                page_size: 500,
+                ..Default::default()
+            })
+            .await
+            .expect("list events")
+            .into_inner();
+        sequences.extend(page.events.iter().map(|e| e.sequence));
+        if page.next_after_sequence >= page.head_sequence {
+            return sequences;
+        }
+        after = page.next_after_sequence;
+    }
+}

@@ -18,7 +18,8 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::helpers::{
-    Client, TestApp, as_visitor, close_request, dana, fresh_database, reason, start, text_request,
+    TestApp, all_sequences, as_visitor, close_request, dana, fresh_database, reason, start,
+    text_request,
 };
 
 /// A server and a replica of it, or None (and a note) on SQLite.
@@ -30,28 +31,6 @@ async fn two_replicas() -> Option<(TestApp, TestApp)> {
             a.stop().await;
             None
         }
-    }
-}
-
-/// Every sequence of the `default` workspace's feed, paged from 0.
-async fn all_sequences(client: &mut Client) -> Vec<i64> {
-    let mut after = 0;
-    let mut sequences = Vec::new();
-    loop {
-        let page = client
-            .list_events(pb::ListEventsRequest {
-                after_sequence: after,
-                page_size: 500,
-                ..Default::default()
-            })
-            .await
-            .expect("list events")
-            .into_inner();
-        sequences.extend(page.events.iter().map(|e| e.sequence));
-        if page.next_after_sequence >= page.head_sequence {
-            return sequences;
-        }
-        after = page.next_after_sequence;
     }
 }
 

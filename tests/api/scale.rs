@@ -17,8 +17,8 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, as_visitor, close_request, dana, list_all, mark_pending_request, reason,
-    reopen_request, start, text_request, thread,
+    TestApp, all_sequences, as_visitor, close_request, dana, list_all, mark_pending_request,
+    reason, reopen_request, start, text_request, thread,
 };
 
 /// The server's SQLite file, opened beside it.
@@ -213,22 +213,7 @@ async fn a_batch_that_fails_midway_through_its_writes_leaves_no_row_and_its_neig
         assert_eq!(texts, expected, "conversation {i}");
     }
     // The feed has no hole and no duplicate where the failed batches were.
-    let mut sequences = Vec::new();
-    loop {
-        let page = agent
-            .list_events(pb::ListEventsRequest {
-                after_sequence: sequences.last().copied().unwrap_or(0),
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("list events")
-            .into_inner();
-        sequences.extend(page.events.iter().map(|e| e.sequence));
-        if page.events.is_empty() {
-            break;
-        }
-    }
+    let sequences = all_sequences(&mut agent).await;
     let head = app.max_event_sequence().await;
     assert_eq!(sequences, (1..=head).collect::<Vec<_>>());
     app.stop().await;

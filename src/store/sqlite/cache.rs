@@ -70,25 +70,16 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Micros, Status, values::VisitorId};
+    use crate::domain::{Micros, values::VisitorId};
 
     fn conversation(i: usize) -> Conversation {
-        Conversation {
-            id: ConversationId::from_trusted(format!("conv_{i}")),
-            workspace_id: WorkspaceId(1),
-            visitor_id: VisitorId::from_trusted(format!("v-{i}")),
-            status: Status::Open,
-            assignee: None,
-            create_time: Micros(0),
-            update_time: Micros(0),
-            status_change_time: Micros(0),
-            close_time: None,
-            version: 1,
-            message_count: 0,
-            everyone_message_count: 0,
-            flow: None,
-            snooze_end_time: None,
-        }
+        Conversation::blank(
+            ConversationId::from_trusted(format!("conv_{i}")),
+            WorkspaceId(1),
+            VisitorId::from_trusted(format!("v-{i}")),
+            None,
+            Micros(0),
+        )
     }
 
     #[test]
