@@ -2,9 +2,10 @@
 //! who is listening.
 //!
 //! **Owns** one [`Log`] per workspace: the newest `window` events (shared by
-//! every stream as `Arc`s, never copied per subscriber), the workspace's
-//! head, and the subscribers, indexed by what they listen to: the whole
-//! workspace (Inboxes, bridges) or one conversation (a widget).
+//! every stream as `Arc`s, never copied per subscriber), also listed by
+//! conversation so that a widget's scan costs its own events only, the
+//! workspace's head, and the subscribers, indexed by what they listen to:
+//! the whole workspace (Inboxes, bridges) or one conversation (a widget).
 //!
 //! **Promises**: a subscriber is woken by every commit that holds an event
 //! it can match (its workspace's, or its conversation's), and by no other;
