@@ -537,6 +537,13 @@ impl Producer {
         if *self.revoked.borrow() {
             return Err(self.ending(FeedEnd::Revoked { last_sequence: 0 }));
         }
+        // While the client keeps up there is room: then no timer is armed
+        // and no select is polled for the event.
+        let item = match self.items.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Gone),
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
         tokio::select! {
             sent = timeout(self.feed.config.slow_after, self.items.send(item)) => match sent {
                 Ok(Ok(())) => Ok(()),
