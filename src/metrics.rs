@@ -35,6 +35,10 @@ pub const BATCH_COMMANDS: &str = "conversations_write_batch_commands";
 pub const BATCH_COMMIT: &str = "conversations_write_batch_commit_seconds";
 /// Write batches by `result` (committed, failed).
 pub const BATCHES: &str = "conversations_write_batches_total";
+/// Batches decided while another was in flight and decided again, by `why`:
+/// the one before failed (`before_failed`) or reading ahead did
+/// (`read_failed`).
+pub const BATCHES_DECIDED_AGAIN: &str = "conversations_write_batches_decided_again_total";
 /// Due timers (snooze ends, auto-closes) claimed by this server.
 pub const TIMERS_CLAIMED: &str = "conversations_timers_claimed_total";
 /// Claimed timers by `result`: fired, or overtaken (a reply or an action
@@ -111,6 +115,10 @@ fn describe() {
         "Write batch time from BEGIN to durable COMMIT"
     );
     describe_counter!(BATCHES, "Write batches by result");
+    describe_counter!(
+        BATCHES_DECIDED_AGAIN,
+        "Write batches decided while another was in flight and decided again"
+    );
     describe_counter!(
         CONNECTIONS_CUT,
         "Connections closed because the client kept the server waiting, by reason"

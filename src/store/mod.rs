@@ -4,9 +4,11 @@
 //! one transaction or one statement (reads grouped by the question they
 //! answer, administrative writes of keys and flows), and the group-commit
 //! write path of mutations, [`BatchTx`]: one transaction loads what a batch
-//! of commands needs, then writes every decided change (rows, per-workspace
-//! event sequences, counters, idempotency records) with a few multi-row
-//! statements and commits once.
+//! of commands needs ([`BatchRead`]), then writes every decided change
+//! (rows, per-workspace event sequences, counters, idempotency records) with
+//! a few multi-row statements and commits once. A serving SQLite store also
+//! offers [`AheadReads`]: the same reads outside any transaction, so that
+//! the writer can decide the next batch while one commits.
 //!
 //! **Two backends** implement it, chosen by the database's [`Location`]: a
 //! SQLite file ([`sqlite`], the embedded default, one server per file) and
@@ -313,6 +315,16 @@ impl Store {
         })
     }
 
+    /// A way to read for the next batch while the batch in flight commits,
+    /// where the store can offer one (a serving SQLite store, see
+    /// [`AheadReads`]); None means read inside each batch's transaction.
+    pub async fn read_ahead(&self) -> Result<Option<AheadReads>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(b) => b.read_ahead().await?.map(AheadReads),
+            Backend::Postgres(_) => None,
+        })
+    }
+
     /// Starts watching for commits of other servers (see [`CommitWatch`]).
     pub fn watch_commits(&self) -> CommitWatch {
         match &self.backend {
@@ -604,6 +616,102 @@ impl Store {
     }
 }
 
+/// What a batch reads before it is decided: inside its transaction
+/// ([`BatchTx`]) or ahead of it ([`AheadReads`]).
+pub(crate) trait BatchRead {
+    /// The counters of these workspaces (in a transaction: held until the
+    /// commit).
+    async fn tallies(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError>;
+
+    /// The conversations with these ids in these workspaces (the caller
+    /// checks each row's workspace).
+    async fn conversations(
+        &mut self,
+        ids: &[(WorkspaceId, &ConversationId)],
+    ) -> Result<Vec<Conversation>, StoreError>;
+
+    /// The remembered first responses of these request ids.
+    async fn idempotency_records(
+        &mut self,
+        keys: &[(WorkspaceId, &RequestId)],
+    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError>;
+
+    /// The settings of these workspaces (in a transaction: after
+    /// [`Self::tallies`]).
+    async fn settings(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError>;
+
+    /// The workspace's default flow id.
+    async fn default_flow_id(
+        &mut self,
+        workspace_id: WorkspaceId,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// A flow version (the newest when `version` is None).
+    async fn flow(
+        &mut self,
+        workspace_id: WorkspaceId,
+        flow_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredFlow>, StoreError>;
+}
+
+/// Reads for the next batch, made while the batch in flight commits
+/// ([`Store::read_ahead`]). The writer lays the batch in flight over them:
+/// they do not see it until it commits.
+pub struct AheadReads(sqlite::AheadReads);
+
+impl BatchRead for AheadReads {
+    async fn tallies(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+        self.0.tallies(workspaces).await
+    }
+
+    async fn conversations(
+        &mut self,
+        ids: &[(WorkspaceId, &ConversationId)],
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.0.conversations(ids).await
+    }
+
+    async fn idempotency_records(
+        &mut self,
+        keys: &[(WorkspaceId, &RequestId)],
+    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
+        self.0.idempotency_records(keys).await
+    }
+
+    async fn settings(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
+        self.0.settings(workspaces).await
+    }
+
+    async fn default_flow_id(
+        &mut self,
+        workspace_id: WorkspaceId,
+    ) -> Result<Option<String>, StoreError> {
+        self.0.default_flow_id(workspace_id).await
+    }
+
+    async fn flow(
+        &mut self,
+        workspace_id: WorkspaceId,
+        flow_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredFlow>, StoreError> {
+        self.0.flow(workspace_id, flow_id, version).await
+    }
+}
+
 /// An open batch transaction (see [`Store::begin_batch`]). Read in this
 /// order: [`BatchTx::tallies`] first (it holds the batch's workspaces until
 /// the commit), then conversations, request ids and flows; then
@@ -624,50 +732,43 @@ macro_rules! dispatch_tx {
     };
 }
 
-impl BatchTx {
-    /// The counters of these workspaces, held until the commit.
-    pub async fn tallies(
+impl BatchRead for BatchTx {
+    async fn tallies(
         &mut self,
         workspaces: &[WorkspaceId],
     ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
         dispatch_tx!(self, tx => tx.tallies(workspaces).await)
     }
 
-    /// The conversations with these ids in these workspaces (the caller
-    /// checks each row's workspace).
-    pub async fn conversations(
+    async fn conversations(
         &mut self,
         ids: &[(WorkspaceId, &ConversationId)],
     ) -> Result<Vec<Conversation>, StoreError> {
         dispatch_tx!(self, tx => tx.conversations(ids).await)
     }
 
-    /// The remembered first responses of these request ids.
-    pub async fn idempotency_records(
+    async fn idempotency_records(
         &mut self,
         keys: &[(WorkspaceId, &RequestId)],
     ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
         dispatch_tx!(self, tx => tx.idempotency_records(keys).await)
     }
 
-    /// The settings of these workspaces: call after [`Self::tallies`].
-    pub async fn settings(
+    async fn settings(
         &mut self,
         workspaces: &[WorkspaceId],
     ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
         dispatch_tx!(self, tx => tx.settings(workspaces).await)
     }
 
-    /// The workspace's default flow id.
-    pub async fn default_flow_id(
+    async fn default_flow_id(
         &mut self,
         workspace_id: WorkspaceId,
     ) -> Result<Option<String>, StoreError> {
         dispatch_tx!(self, tx => tx.default_flow_id(workspace_id).await)
     }
 
-    /// A flow version (the newest when `version` is None).
-    pub async fn flow(
+    async fn flow(
         &mut self,
         workspace_id: WorkspaceId,
         flow_id: &str,
@@ -675,7 +776,9 @@ impl BatchTx {
     ) -> Result<Option<StoredFlow>, StoreError> {
         dispatch_tx!(self, tx => tx.flow(workspace_id, flow_id, version).await)
     }
+}
 
+impl BatchTx {
     /// Writes the batch's rows and commits: when this returns Ok, every
     /// write is durable.
     pub async fn commit(self, writes: &Writes) -> Result<(), StoreError> {

@@ -10,10 +10,10 @@ use crate::{
         flow::ValidFlow,
         lifecycle::{self, Command, Context, Event, FlowRef, Sender},
         timers::{self, WorkspaceSettings},
-        values::ConversationId,
+        values::{ConversationId, RequestId},
     },
     ids::{UlidIds, now},
-    store::{BatchTx, NewRecord, Record, StoreError, StoredFlow, Tally, Writes},
+    store::{BatchRead, NewRecord, Record, StoreError, StoredFlow, Tally, Writes},
 };
 
 /// A committed batch: each request's answer, in order, and its events.
@@ -114,50 +114,113 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// Gathers what `requests` need, in the order the store asks for:
-    /// their workspaces' counters first (held until the commit), then their
-    /// conversations and remembered request ids.
-    pub async fn load(tx: &mut BatchTx, requests: &[&WriteRequest]) -> Result<Self, StoreError> {
-        let mut workspaces: Vec<WorkspaceId> = requests.iter().map(|r| r.workspace_id).collect();
-        workspaces.sort_unstable();
-        workspaces.dedup();
-        let tallies = tx.tallies(&workspaces).await?;
-        let settings = tx.settings(&workspaces).await?;
-        let mut ids: Vec<(WorkspaceId, &ConversationId)> = Vec::new();
-        for request in requests {
-            if let Some(id) = request.command.conversation_id()
-                && !ids.iter().any(|(_, known)| *known == id)
-            {
-                ids.push((request.workspace_id, id));
-            }
-        }
-        let conversations = tx
-            .conversations(&ids)
-            .await?
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
-        let keys: Vec<_> = requests
-            .iter()
-            .filter_map(|r| r.request_id.as_ref().map(|id| (r.workspace_id, id)))
-            .collect();
-        let records = tx
-            .idempotency_records(&keys)
-            .await?
-            .into_iter()
-            .map(|(workspace, request_id, record)| ((workspace, request_id), record))
-            .collect();
-        Ok(Self {
-            conversations,
-            records,
-            tallies,
-            settings,
+    /// A batch with nothing loaded yet.
+    pub fn new() -> Self {
+        Self {
+            conversations: HashMap::new(),
+            records: HashMap::new(),
+            tallies: HashMap::new(),
+            settings: HashMap::new(),
             defaults: HashMap::new(),
             latest: HashMap::new(),
             touched: Vec::new(),
             touched_set: HashSet::new(),
             writes: Writes::default(),
-        })
+        }
+    }
+
+    /// Gathers what `requests` need and the batch does not hold yet, in the
+    /// order the store asks for: their workspaces' counters first (in a
+    /// transaction, held until the commit), then their conversations and
+    /// remembered request ids. `before` is the batch in flight, decided but
+    /// not yet committed, which `reads` do not see: what it changed comes
+    /// from it.
+    pub async fn load<R: BatchRead>(
+        &mut self,
+        reads: &mut R,
+        requests: &[&WriteRequest],
+        before: Option<&Writes>,
+    ) -> Result<(), StoreError> {
+        let mut workspaces: Vec<WorkspaceId> = requests
+            .iter()
+            .map(|r| r.workspace_id)
+            .filter(|w| !self.settings.contains_key(w))
+            .collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        let mut unknown = Vec::new();
+        for &workspace in &workspaces {
+            if self.tallies.contains_key(&workspace) {
+                continue;
+            }
+            match before.and_then(|b| b.tallies.iter().find(|(w, _)| *w == workspace)) {
+                Some(&(_, tally)) => {
+                    self.tallies.insert(workspace, tally);
+                }
+                None => unknown.push(workspace),
+            }
+        }
+        if !unknown.is_empty() {
+            self.tallies.extend(reads.tallies(&unknown).await?);
+        }
+        if !workspaces.is_empty() {
+            let mut settings = reads.settings(&workspaces).await?;
+            for workspace in workspaces {
+                // A workspace without settings has the defaults; remembered
+                // as such so that it is read once per batch.
+                let found = settings.remove(&workspace).unwrap_or_default();
+                self.settings.insert(workspace, found);
+            }
+        }
+        let mut ids: Vec<(WorkspaceId, &ConversationId)> = Vec::new();
+        for request in requests {
+            let Some(id) = request.command.conversation_id() else {
+                continue;
+            };
+            if self.conversations.contains_key(id) || ids.iter().any(|(_, known)| *known == id) {
+                continue;
+            }
+            match before.and_then(|b| b.conversations.iter().find(|c| &c.id == id)) {
+                Some(found) => {
+                    self.conversations.insert(id.clone(), found.clone());
+                }
+                None => ids.push((request.workspace_id, id)),
+            }
+        }
+        if !ids.is_empty() {
+            for found in reads.conversations(&ids).await? {
+                self.conversations.entry(found.id.clone()).or_insert(found);
+            }
+        }
+        let mut keys: Vec<(WorkspaceId, &RequestId)> = Vec::new();
+        for request in requests {
+            let Some(request_id) = &request.request_id else {
+                continue;
+            };
+            let key = (request.workspace_id, request_id.as_str().to_owned());
+            if self.records.contains_key(&key) {
+                continue;
+            }
+            let in_flight = before.and_then(|b| {
+                b.idempotency.iter().find(|new| {
+                    new.workspace_id == request.workspace_id && &new.request_id == request_id
+                })
+            });
+            match in_flight {
+                Some(new) => {
+                    self.records.insert(key, new.record.clone());
+                }
+                None => keys.push((request.workspace_id, request_id)),
+            }
+        }
+        if !keys.is_empty() {
+            for (workspace, request_id, record) in reads.idempotency_records(&keys).await? {
+                self.records
+                    .entry((workspace, request_id))
+                    .or_insert(record);
+            }
+        }
+        Ok(())
     }
 
     /// Answers a retry, a reused request id or a conversation the caller
@@ -193,9 +256,9 @@ impl Batch {
     }
 
     /// The workspace's default flow id, read once per batch.
-    pub async fn default_flow_id(
+    pub async fn default_flow_id<R: BatchRead>(
         &mut self,
-        tx: &mut BatchTx,
+        tx: &mut R,
         workspace_id: WorkspaceId,
     ) -> Result<Option<String>, StoreError> {
         if let Some(known) = self.defaults.get(&workspace_id) {
@@ -207,9 +270,9 @@ impl Batch {
     }
 
     /// The newest version of a flow, read once per batch.
-    pub async fn latest_flow_version(
+    pub async fn latest_flow_version<R: BatchRead>(
         &mut self,
-        tx: &mut BatchTx,
+        tx: &mut R,
         workspace_id: WorkspaceId,
         flow_id: &str,
     ) -> Result<Option<i64>, StoreError> {

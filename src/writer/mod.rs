@@ -7,7 +7,16 @@
 //! transaction with a few multi-row statements ([`crate::store::BatchTx`]),
 //! commits once, hands the committed events to the feed, and only then
 //! answers every caller. It also owns the per-workspace event sequences: it
-//! hands them out from the workspace's counter inside the same transaction.
+//! hands them out from the workspace's counter, and writes them in the
+//! batch's transaction.
+//!
+//! **Two batches at a time where the store allows it** (a serving SQLite
+//! store, [`crate::store::AheadReads`]): while one batch commits on a thread
+//! of its own, the commands that arrive meanwhile are read and decided into
+//! the next, over the state the one in flight leaves; the next commits once
+//! that one has, or is decided again from the store if it failed. On
+//! PostgreSQL, where other servers write too, each batch reads and decides
+//! inside its own transaction, holding its workspaces.
 //!
 //! **Promises**
 //! - A caller hears success only once the batch holding its command is
@@ -32,7 +41,7 @@
 
 mod batch;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -45,7 +54,7 @@ use crate::{
         values::{ConversationId, RequestId},
     },
     feed::Feed,
-    store::{BatchTx, Store, StoreError, StoredFlow},
+    store::{AheadReads, BatchRead, Store, StoreError, StoredFlow, Writes},
 };
 
 /// Most commands in one batch (one transaction).
@@ -207,34 +216,309 @@ struct WriterTask {
     flows: HashMap<(WorkspaceId, String, i64), CachedFlow>,
 }
 
+/// A batch decided, not yet written.
+struct Decided {
+    answers: Vec<Result<Outcome, WriteError>>,
+    writes: Writes,
+}
+
+/// The batch whose transaction runs on the commit thread while the writer
+/// decides the next one.
+struct InFlight {
+    jobs: Vec<Job>,
+    answers: Vec<Result<Outcome, WriteError>>,
+    /// Shared with the commit task, and laid over the next batch's reads.
+    writes: Arc<Writes>,
+    started: Instant,
+    commit: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+/// The batch taking shape while another is in flight: each command is
+/// decided as it arrives, over the one in flight.
+struct Next {
+    jobs: Vec<Job>,
+    state: batch::Batch,
+    answers: Vec<Result<Outcome, WriteError>>,
+    started: Instant,
+    /// Reading ahead failed on the way: every command is decided again once
+    /// nothing is in flight.
+    failed: bool,
+}
+
+/// What woke the writer.
+enum Wake {
+    /// The batch in flight is done.
+    Landed(Result<Result<(), StoreError>, tokio::task::JoinError>),
+    /// A command, or None once the queue is closed and empty.
+    Job(Option<Job>),
+}
+
 impl WriterTask {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
         let mut stopping = false;
-        loop {
-            let first = tokio::select! {
-                job = jobs.recv() => match job {
-                    Some(job) => job,
-                    None => break,
-                },
-                changed = stop.changed(), if !stopping => {
-                    // Refuse new commands; drain the queued ones, then end.
-                    if changed.is_err() || *stop.borrow() {
-                        stopping = true;
-                        jobs.close();
-                    }
-                    continue;
+        match self.store.read_ahead().await {
+            Ok(Some(ahead)) => match Committer::start() {
+                Ok(committer) => {
+                    self.run_ahead(ahead, &committer, &mut jobs, &mut stop, &mut stopping)
+                        .await;
+                    committer.stop();
                 }
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "the writer's commit thread failed to start; deciding each batch in its transaction");
+                    self.run_in_transaction(&mut jobs, &mut stop, &mut stopping)
+                        .await;
                 }
+            },
+            Ok(None) => {
+                self.run_in_transaction(&mut jobs, &mut stop, &mut stopping)
+                    .await
             }
-            self.process(batch).await;
+            Err(error) => {
+                tracing::warn!(%error, "no connection to read ahead of batches; deciding each batch in its transaction");
+                self.run_in_transaction(&mut jobs, &mut stop, &mut stopping)
+                    .await;
+            }
         }
         tracing::debug!("writer stopped");
+    }
+
+    /// One batch at a time: read, decide, write and commit in one
+    /// transaction (PostgreSQL, where other servers write too and the
+    /// batch's reads must hold its workspaces).
+    async fn run_in_transaction(
+        &mut self,
+        jobs: &mut mpsc::Receiver<Job>,
+        stop: &mut watch::Receiver<bool>,
+        stopping: &mut bool,
+    ) {
+        while let Some(first) = next_job(jobs, stop, stopping).await {
+            let batch = gather(first, jobs, MAX_BATCH);
+            self.process(batch).await;
+        }
+    }
+
+    /// Two batches at a time: while one commits on the commit thread, the
+    /// commands that arrive meanwhile are read (ahead, over the one in
+    /// flight) and decided one by one into the next batch, which commits as
+    /// soon as the one before it has, or is decided again if that one
+    /// failed. The serial path of a mutation is then the commit alone.
+    async fn run_ahead(
+        &mut self,
+        ahead: AheadReads,
+        committer: &Committer,
+        jobs: &mut mpsc::Receiver<Job>,
+        stop: &mut watch::Receiver<bool>,
+        stopping: &mut bool,
+    ) {
+        let mut ahead = Some(ahead);
+        let mut flight: Option<InFlight> = None;
+        let mut next: Option<Next> = None;
+        let mut closed = false;
+        loop {
+            let room = MAX_BATCH - next.as_ref().map_or(0, |n| n.jobs.len());
+            let wake = match flight.as_mut() {
+                None if closed => break,
+                None => Wake::Job(next_job(jobs, stop, stopping).await),
+                Some(flying) => tokio::select! {
+                    biased;
+                    landed = &mut flying.commit => Wake::Landed(landed),
+                    job = next_job(jobs, stop, stopping), if room > 0 && !closed => Wake::Job(job),
+                },
+            };
+            match wake {
+                Wake::Job(None) => closed = true,
+                Wake::Job(Some(first)) => {
+                    let arrived = gather(first, jobs, room);
+                    let Some(flying) = flight.as_ref() else {
+                        flight = self.start(committer, &mut ahead, arrived).await;
+                        continue;
+                    };
+                    let before = flying.writes.clone();
+                    let next = next.get_or_insert_with(|| Next {
+                        jobs: Vec::new(),
+                        state: batch::Batch::new(),
+                        answers: Vec::new(),
+                        started: Instant::now(),
+                        failed: false,
+                    });
+                    if !next.failed {
+                        let requests: Vec<&WriteRequest> =
+                            arrived.iter().map(|j| &j.request).collect();
+                        let decided = self
+                            .decide_ahead(
+                                &mut ahead,
+                                &mut next.state,
+                                &requests,
+                                Some(&before),
+                                &mut next.answers,
+                            )
+                            .await;
+                        next.failed = decided.is_err();
+                    }
+                    next.jobs.extend(arrived);
+                }
+                Wake::Landed(result) => {
+                    let Some(flying) = flight.take() else {
+                        continue;
+                    };
+                    let committed = matches!(result, Ok(Ok(())));
+                    let mut again = None;
+                    match next.take() {
+                        // Decided over a batch that committed: it starts at
+                        // once, while the writer answers the one before.
+                        Some(ready) if committed && !ready.failed => {
+                            let writes = ready.state.into_writes();
+                            flight = Some(self.launch(
+                                committer,
+                                ready.jobs,
+                                Decided {
+                                    answers: ready.answers,
+                                    writes,
+                                },
+                                ready.started,
+                            ));
+                        }
+                        Some(stale) => {
+                            let why = if stale.failed {
+                                "read_failed"
+                            } else {
+                                "before_failed"
+                            };
+                            ::metrics::counter!(crate::metrics::BATCHES_DECIDED_AGAIN, "why" => why)
+                                .increment(1);
+                            again = Some(stale.jobs);
+                        }
+                        None => {}
+                    }
+                    self.land(flying, result).await;
+                    if let Some(jobs) = again {
+                        flight = self.start(committer, &mut ahead, jobs).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides `jobs` with nothing in flight and hands them to the commit
+    /// thread; if reading ahead fails, commits them in a transaction of
+    /// their own instead (then nothing is in flight).
+    async fn start(
+        &mut self,
+        committer: &Committer,
+        ahead: &mut Option<AheadReads>,
+        jobs: Vec<Job>,
+    ) -> Option<InFlight> {
+        let started = Instant::now();
+        let mut state = batch::Batch::new();
+        let mut answers = Vec::with_capacity(jobs.len());
+        let requests: Vec<&WriteRequest> = jobs.iter().map(|j| &j.request).collect();
+        let decided = self
+            .decide_ahead(ahead, &mut state, &requests, None, &mut answers)
+            .await;
+        drop(requests);
+        match decided {
+            Ok(()) => {
+                let writes = state.into_writes();
+                Some(self.launch(committer, jobs, Decided { answers, writes }, started))
+            }
+            Err(_) => {
+                self.process(jobs).await;
+                None
+            }
+        }
+    }
+
+    /// Reads for `requests` on the read-ahead connection (opening a new one
+    /// if the last failed), over `before`, and decides them into `state`.
+    async fn decide_ahead(
+        &mut self,
+        ahead: &mut Option<AheadReads>,
+        state: &mut batch::Batch,
+        requests: &[&WriteRequest],
+        before: Option<&Writes>,
+        answers: &mut Vec<Result<Outcome, WriteError>>,
+    ) -> Result<(), StoreError> {
+        let mut reads = match ahead.take() {
+            Some(reads) => reads,
+            None => self
+                .store
+                .read_ahead()
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("the store no longer reads ahead".into()))?,
+        };
+        let decided = self
+            .decide_into(&mut reads, state, requests, before, answers)
+            .await;
+        match &decided {
+            Ok(()) => *ahead = Some(reads),
+            // A connection that failed is dropped (closed); the next batch
+            // opens another.
+            Err(error) => tracing::warn!(%error, "reading ahead of a batch failed"),
+        }
+        decided
+    }
+
+    /// Hands `decided` to the commit thread.
+    fn launch(
+        &self,
+        committer: &Committer,
+        jobs: Vec<Job>,
+        decided: Decided,
+        started: Instant,
+    ) -> InFlight {
+        let writes = Arc::new(decided.writes);
+        let store = self.store.clone();
+        let shared = writes.clone();
+        let commit = committer.spawn(async move {
+            let tx = store.begin_batch().await?;
+            tx.commit(&shared).await
+        });
+        InFlight {
+            jobs,
+            answers: decided.answers,
+            writes,
+            started,
+            commit,
+        }
+    }
+
+    /// Answers the batch that was in flight, or retries its commands one by
+    /// one when its transaction failed. True when it committed.
+    async fn land(
+        &mut self,
+        flying: InFlight,
+        result: Result<Result<(), StoreError>, tokio::task::JoinError>,
+    ) -> bool {
+        let committed = result.unwrap_or_else(|error| {
+            Err(StoreError::Corrupt(format!(
+                "the commit task failed: {error}"
+            )))
+        });
+        record_batch(
+            committed.is_ok(),
+            flying.jobs.len(),
+            flying.writes.events.len(),
+            flying.started,
+        );
+        match committed {
+            Ok(()) => {
+                let events = Arc::try_unwrap(flying.writes)
+                    .map(|writes| writes.events)
+                    .unwrap_or_else(|writes| writes.events.clone());
+                self.finish(
+                    flying.jobs,
+                    batch::Done {
+                        answers: flying.answers,
+                        events,
+                    },
+                );
+                true
+            }
+            Err(error) => {
+                self.retry(flying.jobs, error).await;
+                false
+            }
+        }
     }
 
     /// Commits `jobs` as one batch, or, when that transaction fails, each
@@ -243,22 +527,28 @@ impl WriterTask {
         let requests: Vec<&WriteRequest> = jobs.iter().map(|j| &j.request).collect();
         match self.commit(&requests).await {
             Ok(done) => self.finish(jobs, done),
-            Err(error) if jobs.len() == 1 => {
-                tracing::error!(%error, "a write failed");
-                if let Some(job) = jobs.into_iter().next() {
-                    let _ = job.reply.send(Err(WriteError::Store(error)));
-                }
+            Err(error) => self.retry(jobs, error).await,
+        }
+    }
+
+    /// After the transaction of `jobs` failed with `error`: nobody heard
+    /// success; each command is tried again alone, so one bad command cannot
+    /// fail its neighbours.
+    async fn retry(&mut self, jobs: Vec<Job>, error: StoreError) {
+        if jobs.len() == 1 {
+            tracing::error!(%error, "a write failed");
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(Err(WriteError::Store(error)));
             }
-            Err(error) => {
-                tracing::warn!(%error, commands = jobs.len(), "a batch failed; retrying its commands one by one");
-                for job in jobs {
-                    match self.commit(&[&job.request]).await {
-                        Ok(done) => self.finish(vec![job], done),
-                        Err(error) => {
-                            tracing::error!(%error, "a write failed");
-                            let _ = job.reply.send(Err(WriteError::Store(error)));
-                        }
-                    }
+            return;
+        }
+        tracing::warn!(%error, commands = jobs.len(), "a batch failed; retrying its commands one by one");
+        for job in jobs {
+            match self.commit(&[&job.request]).await {
+                Ok(done) => self.finish(vec![job], done),
+                Err(error) => {
+                    tracing::error!(%error, "a write failed");
+                    let _ = job.reply.send(Err(WriteError::Store(error)));
                 }
             }
         }
@@ -274,10 +564,52 @@ impl WriterTask {
 
     /// One transaction: load, decide each request in order, write, commit.
     async fn commit(&mut self, requests: &[&WriteRequest]) -> Result<batch::Done, StoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut tx = self.store.begin_batch().await?;
-        let mut state = batch::Batch::load(&mut tx, requests).await?;
+        let decided = self.decide(&mut tx, requests).await?;
+        let committed = tx.commit(&decided.writes).await;
+        record_batch(
+            committed.is_ok(),
+            requests.len(),
+            decided.writes.events.len(),
+            started,
+        );
+        committed?;
+        Ok(batch::Done {
+            answers: decided.answers,
+            events: decided.writes.events,
+        })
+    }
+
+    /// Loads what `requests` need from `reads` and decides each in order,
+    /// in one batch.
+    async fn decide<R: BatchRead>(
+        &mut self,
+        reads: &mut R,
+        requests: &[&WriteRequest],
+    ) -> Result<Decided, StoreError> {
+        let mut state = batch::Batch::new();
         let mut answers = Vec::with_capacity(requests.len());
+        self.decide_into(reads, &mut state, requests, None, &mut answers)
+            .await?;
+        Ok(Decided {
+            answers,
+            writes: state.into_writes(),
+        })
+    }
+
+    /// Loads what `requests` need into `state` from `reads` (over `before`,
+    /// the batch in flight) and decides each in order after the commands
+    /// `state` holds, pushing their answers.
+    async fn decide_into<R: BatchRead>(
+        &mut self,
+        reads: &mut R,
+        state: &mut batch::Batch,
+        requests: &[&WriteRequest],
+        before: Option<&Writes>,
+        answers: &mut Vec<Result<Outcome, WriteError>>,
+    ) -> Result<(), StoreError> {
+        state.load(reads, requests, before).await?;
         for request in requests {
             let current = match state.begin(request)? {
                 batch::Step::Answered(answer) => {
@@ -287,7 +619,7 @@ impl WriterTask {
                 batch::Step::Decide(current) => current,
             };
             let flow = match self
-                .flow_for(&mut tx, &mut state, request, current.as_deref())
+                .flow_for(reads, state, request, current.as_deref())
                 .await?
             {
                 Ok(flow) => flow,
@@ -298,35 +630,15 @@ impl WriterTask {
             };
             answers.push(state.decide(request, current.as_deref(), flow.as_deref())?);
         }
-        let writes = state.into_writes();
-        let committed = tx.commit(&writes).await;
-        let result = if committed.is_ok() {
-            "committed"
-        } else {
-            "failed"
-        };
-        ::metrics::counter!(crate::metrics::BATCHES, "result" => result).increment(1);
-        committed?;
-        ::metrics::histogram!(crate::metrics::BATCH_COMMANDS).record(requests.len() as f64);
-        ::metrics::histogram!(crate::metrics::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
-        tracing::debug!(
-            commands = requests.len(),
-            events = writes.events.len(),
-            took = ?started.elapsed(),
-            "batch committed"
-        );
-        Ok(batch::Done {
-            answers,
-            events: writes.events,
-        })
+        Ok(())
     }
 
     /// The flow `request` runs, if any: for a start, the named flow or the
     /// workspace default (newest version); for a visitor's message or a
     /// restart, the flow and version the conversation's run started with.
-    async fn flow_for(
+    async fn flow_for<R: BatchRead>(
         &mut self,
-        tx: &mut BatchTx,
+        tx: &mut R,
         state: &mut batch::Batch,
         request: &WriteRequest,
         current: Option<&Conversation>,
@@ -381,5 +693,96 @@ impl WriterTask {
         let cached = Arc::new((stored, valid));
         self.flows.insert(key, cached.clone());
         Ok(Ok(Some(cached)))
+    }
+}
+
+/// The next command, or None once the queue is closed and empty. A stop
+/// closes the queue: commands queued before it still come.
+async fn next_job(
+    jobs: &mut mpsc::Receiver<Job>,
+    stop: &mut watch::Receiver<bool>,
+    stopping: &mut bool,
+) -> Option<Job> {
+    loop {
+        tokio::select! {
+            job = jobs.recv() => return job,
+            changed = stop.changed(), if !*stopping => {
+                if changed.is_err() || *stop.borrow() {
+                    *stopping = true;
+                    jobs.close();
+                }
+            }
+        }
+    }
+}
+
+/// `first` and what else is queued, `most` in all.
+fn gather(first: Job, jobs: &mut mpsc::Receiver<Job>, most: usize) -> Vec<Job> {
+    let mut batch = vec![first];
+    while batch.len() < most {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// A batch's transaction ended: counted, and timed from its first read.
+fn record_batch(committed: bool, commands: usize, events: usize, started: Instant) {
+    let result = if committed { "committed" } else { "failed" };
+    ::metrics::counter!(crate::metrics::BATCHES, "result" => result).increment(1);
+    if committed {
+        ::metrics::histogram!(crate::metrics::BATCH_COMMANDS).record(commands as f64);
+        ::metrics::histogram!(crate::metrics::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
+        tracing::debug!(commands, events, took = ?started.elapsed(), "batch committed");
+    }
+}
+
+/// The thread batches commit on while the writer decides the next: a
+/// runtime of its own, so a transaction's statements follow one another as
+/// soon as the database answers, whatever the writer is busy with.
+struct Committer {
+    handle: tokio::runtime::Handle,
+    done: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (done, until) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("writer-commit".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = until.await;
+                });
+            })?;
+        Ok(Self {
+            handle,
+            done: Some(done),
+            thread: Some(thread),
+        })
+    }
+
+    fn spawn(
+        &self,
+        commit: impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        self.handle.spawn(commit)
+    }
+
+    /// Ends the thread (nothing is in flight by then).
+    fn stop(mut self) {
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the writer's commit thread panicked");
+        }
     }
 }

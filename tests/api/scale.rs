@@ -17,8 +17,8 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, all_sequences, as_visitor, close_request, dana, list_all, mark_pending_request,
-    reason, reopen_request, start, text_request, thread,
+    TestApp, all_sequences, as_visitor, close_request, dana, default_settings, list_all,
+    mark_pending_request, reason, reopen_request, scrape, start, text_request, thread,
 };
 
 /// The server's SQLite file, opened beside it.
@@ -217,6 +217,108 @@ async fn a_batch_that_fails_midway_through_its_writes_leaves_no_row_and_its_neig
     let head = app.max_event_sequence().await;
     assert_eq!(sequences, (1..=head).collect::<Vec<_>>());
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_decided_behind_a_batch_that_fails_are_decided_again_and_commit_once() {
+    let app = TestApp::spawn_with(Settings {
+        metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
+        ..default_settings()
+    })
+    .await;
+    let metrics = app.metrics_addr.expect("metrics are served");
+    let on_sqlite = matches!(&app.database, Location::File(_));
+    let mut agent = app.agent().await;
+    let id = start(&mut agent, "v-0").await.conversation_id;
+    Raw::open(&app).await.fail_inserts_of(FAILING_TEXT).await;
+    let decided_again = async || {
+        counter_sum(
+            &scrape(metrics).await,
+            "conversations_write_batches_decided_again_total",
+        )
+    };
+    let before = decided_again().await;
+
+    // Each round sends the bad message first, so that its batch is the one
+    // in flight while the good ones queue behind it on the same
+    // conversation, decided over a thread that will not hold the bad one.
+    // Rounds stop once SQLite shows a batch decided again (at most 20, so
+    // that the thread fits one page of 500).
+    let mut good = 0;
+    for round in 0..if on_sqlite { 20 } else { 5 } {
+        let mut calls = JoinSet::new();
+        for i in 0..24 {
+            let (mut client, id) = (agent.clone(), id.clone());
+            let text = if i == 0 {
+                format!("{round} {FAILING_TEXT}")
+            } else {
+                format!("round {round} #{i}")
+            };
+            calls.spawn(async move {
+                let sent = client
+                    .send_message(text_request(&id, as_visitor("v-0"), &text, ""))
+                    .await;
+                (i == 0, sent.map(|r| r.into_inner()))
+            });
+            if i == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for (bad, sent) in calls.join_all().await {
+            match (bad, sent) {
+                (false, Ok(answer)) => {
+                    assert!(answer.event_sequence > 0);
+                    good += 1;
+                }
+                (true, Err(status)) => assert_eq!(status.code(), Code::Internal),
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        if on_sqlite && decided_again().await > before && round >= 4 {
+            break;
+        }
+    }
+
+    // The thread holds every good message once, at consecutive positions,
+    // and no bad one; the feed has no hole and no duplicate.
+    let messages = thread(&mut agent, &id, "").await;
+    let positions: Vec<i64> = messages.iter().map(|m| m.position).collect();
+    assert_eq!(positions, (1..=positions.len() as i64).collect::<Vec<_>>());
+    let texts: Vec<String> = messages
+        .into_iter()
+        .filter_map(|m| match m.content {
+            Some(pb::message::Content::Text(text)) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert!(!texts.iter().any(|t| t.contains(FAILING_TEXT)));
+    let mut sent: Vec<&String> = texts.iter().filter(|t| t.starts_with("round ")).collect();
+    assert_eq!(sent.len(), good);
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), good, "a message was written twice");
+    let sequences = all_sequences(&mut agent).await;
+    let head = app.max_event_sequence().await;
+    assert_eq!(sequences, (1..=head).collect::<Vec<_>>());
+    // On SQLite the writer decides a batch while the one before commits, so
+    // the good messages were decided over the bad one's batch at least once
+    // and had to be decided again (PostgreSQL decides each batch inside its
+    // own transaction).
+    if on_sqlite {
+        assert!(decided_again().await > before, "no batch was decided again");
+    }
+    app.stop().await;
+}
+
+/// The sum of a counter's samples, whatever their labels.
+fn counter_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

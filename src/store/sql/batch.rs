@@ -5,6 +5,9 @@
 //! hands the decided [`Writes`] to [`BatchTx::commit`]. Nothing here decides
 //! anything; it only reads and writes rows.
 //!
+//! (On a serving SQLite store the writer may instead read ahead, outside
+//! the transaction, see `AheadReads`; the transaction then only writes.)
+//!
 //! The order of the reads is part of the contract: [`BatchTx::tallies`]
 //! comes first and holds the batch's workspaces until the commit (SQLite:
 //! the transaction began with the write lock; PostgreSQL: their counter
@@ -141,20 +144,7 @@ impl BatchTx {
         &mut self,
         workspaces: &[WorkspaceId],
     ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
-        let mut found = HashMap::new();
-        let mut unknown = Vec::new();
-        for &workspace in workspaces {
-            match self.backend.remembered_tally(workspace) {
-                Some(tally) => {
-                    found.insert(workspace, tally);
-                }
-                None => unknown.push(workspace),
-            }
-        }
-        if !unknown.is_empty() {
-            found.extend(counters::lock_many(&mut self.conn, &unknown).await?);
-        }
-        Ok(found)
+        tallies(&mut self.conn, &self.backend, workspaces).await
     }
 
     /// The conversations with these ids in these workspaces (a row may be
@@ -163,18 +153,7 @@ impl BatchTx {
         &mut self,
         ids: &[(WorkspaceId, &ConversationId)],
     ) -> Result<Vec<Conversation>, StoreError> {
-        let mut found = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for &(workspace, id) in ids {
-            match self.backend.remembered_conversation(id) {
-                Some(conversation) => found.push(conversation),
-                None => missing.push((workspace, id)),
-            }
-        }
-        if !missing.is_empty() {
-            found.extend(conversations::get_many(&mut self.conn, &missing).await?);
-        }
-        Ok(found)
+        conversations(&mut self.conn, &self.backend, ids).await
     }
 
     /// The remembered first responses of these request ids.
@@ -237,6 +216,50 @@ impl BatchTx {
         }
         done
     }
+}
+
+/// The counters of these workspaces: those the backend remembers, the rest
+/// read (and, in a batch's transaction, held).
+pub(super) async fn tallies(
+    conn: &mut Conn,
+    backend: &Backend,
+    workspaces: &[WorkspaceId],
+) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+    let mut found = HashMap::new();
+    let mut unknown = Vec::new();
+    for &workspace in workspaces {
+        match backend.remembered_tally(workspace) {
+            Some(tally) => {
+                found.insert(workspace, tally);
+            }
+            None => unknown.push(workspace),
+        }
+    }
+    if !unknown.is_empty() {
+        found.extend(counters::lock_many(conn, &unknown).await?);
+    }
+    Ok(found)
+}
+
+/// The conversations with these ids: those the backend remembers, the rest
+/// read.
+pub(super) async fn conversations(
+    conn: &mut Conn,
+    backend: &Backend,
+    ids: &[(WorkspaceId, &ConversationId)],
+) -> Result<Vec<Conversation>, StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for &(workspace, id) in ids {
+        match backend.remembered_conversation(id) {
+            Some(conversation) => found.push(conversation),
+            None => missing.push((workspace, id)),
+        }
+    }
+    if !missing.is_empty() {
+        found.extend(conversations::get_many(conn, &missing).await?);
+    }
+    Ok(found)
 }
 
 async fn write(tx: &mut Conn, writes: &Writes) -> Result<(), StoreError> {

@@ -100,6 +100,7 @@ mod dialect {
 #[derive(Debug, Clone)]
 pub struct Backend {
     batch: batch::WriterConnection,
+    ahead: SqlitePool,
     admin: SqlitePool,
     reader: SqlitePool,
     feed: SqlitePool,
@@ -168,6 +169,7 @@ impl Backend {
         );
         Ok(Self {
             batch: batch::WriterConnection::new(batch),
+            ahead: pool(1, options.clone()),
             admin,
             reader: pool(4, options.clone()),
             // A catch-up read is one row (the batch as one value, see
@@ -202,6 +204,7 @@ impl Backend {
     pub fn observe(&self) {
         self.batch.observe("batch");
         for (name, pool) in [
+            ("ahead", &self.ahead),
             ("admin", &self.admin),
             ("read", &self.reader),
             ("feed", &self.feed),
@@ -228,6 +231,21 @@ impl Backend {
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
         self.batch.begin(self.clone()).await
+    }
+
+    /// A connection to read ahead of the batch in flight, on a serving
+    /// store (see [`AheadReads`]); None on another.
+    pub async fn read_ahead(&self) -> Result<Option<AheadReads>, StoreError> {
+        if self.cache.is_none() {
+            return Ok(None);
+        }
+        let conn = super::acquired("ahead", self.ahead.acquire())
+            .await?
+            .detach();
+        Ok(Some(AheadReads {
+            conn,
+            backend: self.clone(),
+        }))
     }
 
     fn remembered_conversation(&self, id: &ConversationId) -> Option<Conversation> {
@@ -324,6 +342,74 @@ impl Backend {
         if let Some(Ok(mut lock)) = self.lock.as_ref().map(|l| l.lock()) {
             lock.take();
         }
+    }
+}
+
+/// What the writer reads for a batch it decides while the batch before it
+/// commits: the conversations and counters it remembers, the rest read on a
+/// connection of its own, outside any write transaction. Only a serving store
+/// offers it: holding the file's server lock, its writer is the only writer
+/// of conversations, counters and request ids, so what it remembers, what
+/// this connection sees and the batch still in flight (which the writer
+/// lays over these reads) are together the whole truth. Settings and flows,
+/// which others write, are read as of now, as a batch that began now would.
+///
+/// The connection is kept out of its pool for the writer's life (a pool
+/// pings every connection given back); dropped, it closes.
+pub struct AheadReads {
+    conn: Conn,
+    backend: Backend,
+}
+
+impl AheadReads {
+    pub async fn tallies(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<std::collections::HashMap<WorkspaceId, Tally>, StoreError> {
+        batch::tallies(&mut self.conn, &self.backend, workspaces).await
+    }
+
+    pub async fn conversations(
+        &mut self,
+        ids: &[(WorkspaceId, &ConversationId)],
+    ) -> Result<Vec<Conversation>, StoreError> {
+        batch::conversations(&mut self.conn, &self.backend, ids).await
+    }
+
+    pub async fn idempotency_records(
+        &mut self,
+        keys: &[(WorkspaceId, &crate::domain::values::RequestId)],
+    ) -> Result<Vec<(WorkspaceId, String, super::Record)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        idempotency::find_many(&mut self.conn, keys).await
+    }
+
+    pub async fn settings(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<
+        std::collections::HashMap<WorkspaceId, crate::domain::timers::WorkspaceSettings>,
+        StoreError,
+    > {
+        settings::get_many(&mut self.conn, workspaces).await
+    }
+
+    pub async fn default_flow_id(
+        &mut self,
+        workspace_id: WorkspaceId,
+    ) -> Result<Option<String>, StoreError> {
+        flows::default_flow_id(&mut self.conn, workspace_id).await
+    }
+
+    pub async fn flow(
+        &mut self,
+        workspace_id: WorkspaceId,
+        flow_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<super::StoredFlow>, StoreError> {
+        flows::get(&mut self.conn, workspace_id, flow_id, version).await
     }
 }
 
