@@ -451,8 +451,8 @@ impl WriterTask {
             .await;
         match &decided {
             Ok(()) => *ahead = Some(reads),
-            // A connection that failed is dropped (closed); the next batch
-            // opens another.
+            // A connection that failed goes back to its pool; the next
+            // batch takes one again.
             Err(error) => tracing::warn!(%error, "reading ahead of a batch failed"),
         }
         decided

@@ -239,9 +239,7 @@ impl Backend {
         if self.cache.is_none() {
             return Ok(None);
         }
-        let conn = super::acquired("ahead", self.ahead.acquire())
-            .await?
-            .detach();
+        let conn = super::acquired("ahead", self.ahead.acquire()).await?;
         Ok(Some(AheadReads {
             conn,
             backend: self.clone(),
@@ -354,10 +352,11 @@ impl Backend {
 /// lays over these reads) are together the whole truth. Settings and flows,
 /// which others write, are read as of now, as a batch that began now would.
 ///
-/// The connection is kept out of its pool for the writer's life (a pool
-/// pings every connection given back); dropped, it closes.
+/// The writer holds the connection for its life (its pool, of one, counts
+/// it as in use), so it is never pinged on its way back between batches;
+/// after a failed read it goes back and the next batch takes it again.
 pub struct AheadReads {
-    conn: Conn,
+    conn: sqlx::pool::PoolConnection<Db>,
     backend: Backend,
 }
 
