@@ -4,7 +4,7 @@
 //! one transaction or one statement (reads grouped by the question they
 //! answer, administrative writes of keys and flows), and the group-commit
 //! write path of mutations, [`BatchTx`]: one transaction loads what a batch
-//! of commands needs ([`BatchRead`]), then writes every decided change
+//! of commands needs ([`BatchReads`]), then writes every decided change
 //! (rows, per-workspace event sequences, counters, idempotency records) with
 //! a few multi-row statements and commits once. A serving SQLite store also
 //! offers [`AheadReads`]: the same reads outside any transaction, so that
@@ -617,48 +617,76 @@ impl Store {
 }
 
 /// What a batch reads before it is decided: inside its transaction
-/// ([`BatchTx`]) or ahead of it ([`AheadReads`]).
-pub(crate) trait BatchRead {
+/// ([`BatchTx::reads`]) or ahead of it ([`AheadReads::reads`]).
+pub enum BatchReads<'a> {
+    /// On SQLite.
+    Sqlite(sqlite::batch::Reads<'a>),
+    /// On PostgreSQL.
+    Postgres(postgres::batch::Reads<'a>),
+}
+
+macro_rules! dispatch_reads {
+    ($self:expr, $reads:ident => $call:expr) => {
+        match $self {
+            BatchReads::Sqlite($reads) => $call,
+            BatchReads::Postgres($reads) => $call,
+        }
+    };
+}
+
+impl BatchReads<'_> {
     /// The counters of these workspaces (in a transaction: held until the
-    /// commit).
-    async fn tallies(
+    /// commit; read them first).
+    pub async fn tallies(
         &mut self,
         workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError>;
+    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+        dispatch_reads!(self, r => r.tallies(workspaces).await)
+    }
 
     /// The conversations with these ids in these workspaces (the caller
     /// checks each row's workspace).
-    async fn conversations(
+    pub async fn conversations(
         &mut self,
         ids: &[(WorkspaceId, &ConversationId)],
-    ) -> Result<Vec<Conversation>, StoreError>;
+    ) -> Result<Vec<Conversation>, StoreError> {
+        dispatch_reads!(self, r => r.conversations(ids).await)
+    }
 
     /// The remembered first responses of these request ids.
-    async fn idempotency_records(
+    pub async fn idempotency_records(
         &mut self,
         keys: &[(WorkspaceId, &RequestId)],
-    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError>;
+    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
+        dispatch_reads!(self, r => r.idempotency_records(keys).await)
+    }
 
     /// The settings of these workspaces (in a transaction: after
     /// [`Self::tallies`]).
-    async fn settings(
+    pub async fn settings(
         &mut self,
         workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError>;
+    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
+        dispatch_reads!(self, r => r.settings(workspaces).await)
+    }
 
     /// The workspace's default flow id.
-    async fn default_flow_id(
+    pub async fn default_flow_id(
         &mut self,
         workspace_id: WorkspaceId,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<String>, StoreError> {
+        dispatch_reads!(self, r => r.default_flow_id(workspace_id).await)
+    }
 
     /// A flow version (the newest when `version` is None).
-    async fn flow(
+    pub async fn flow(
         &mut self,
         workspace_id: WorkspaceId,
         flow_id: &str,
         version: Option<i64>,
-    ) -> Result<Option<StoredFlow>, StoreError>;
+    ) -> Result<Option<StoredFlow>, StoreError> {
+        dispatch_reads!(self, r => r.flow(workspace_id, flow_id, version).await)
+    }
 }
 
 /// Reads for the next batch, made while the batch in flight commits
@@ -666,49 +694,10 @@ pub(crate) trait BatchRead {
 /// they do not see it until it commits.
 pub struct AheadReads(sqlite::AheadReads);
 
-impl BatchRead for AheadReads {
-    async fn tallies(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
-        self.0.tallies(workspaces).await
-    }
-
-    async fn conversations(
-        &mut self,
-        ids: &[(WorkspaceId, &ConversationId)],
-    ) -> Result<Vec<Conversation>, StoreError> {
-        self.0.conversations(ids).await
-    }
-
-    async fn idempotency_records(
-        &mut self,
-        keys: &[(WorkspaceId, &RequestId)],
-    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
-        self.0.idempotency_records(keys).await
-    }
-
-    async fn settings(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
-        self.0.settings(workspaces).await
-    }
-
-    async fn default_flow_id(
-        &mut self,
-        workspace_id: WorkspaceId,
-    ) -> Result<Option<String>, StoreError> {
-        self.0.default_flow_id(workspace_id).await
-    }
-
-    async fn flow(
-        &mut self,
-        workspace_id: WorkspaceId,
-        flow_id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<StoredFlow>, StoreError> {
-        self.0.flow(workspace_id, flow_id, version).await
+impl AheadReads {
+    /// The reads, on the writer's read-ahead connection.
+    pub fn reads(&mut self) -> BatchReads<'_> {
+        BatchReads::Sqlite(self.0.reads())
     }
 }
 
@@ -732,53 +721,15 @@ macro_rules! dispatch_tx {
     };
 }
 
-impl BatchRead for BatchTx {
-    async fn tallies(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
-        dispatch_tx!(self, tx => tx.tallies(workspaces).await)
-    }
-
-    async fn conversations(
-        &mut self,
-        ids: &[(WorkspaceId, &ConversationId)],
-    ) -> Result<Vec<Conversation>, StoreError> {
-        dispatch_tx!(self, tx => tx.conversations(ids).await)
-    }
-
-    async fn idempotency_records(
-        &mut self,
-        keys: &[(WorkspaceId, &RequestId)],
-    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
-        dispatch_tx!(self, tx => tx.idempotency_records(keys).await)
-    }
-
-    async fn settings(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
-        dispatch_tx!(self, tx => tx.settings(workspaces).await)
-    }
-
-    async fn default_flow_id(
-        &mut self,
-        workspace_id: WorkspaceId,
-    ) -> Result<Option<String>, StoreError> {
-        dispatch_tx!(self, tx => tx.default_flow_id(workspace_id).await)
-    }
-
-    async fn flow(
-        &mut self,
-        workspace_id: WorkspaceId,
-        flow_id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<StoredFlow>, StoreError> {
-        dispatch_tx!(self, tx => tx.flow(workspace_id, flow_id, version).await)
-    }
-}
-
 impl BatchTx {
+    /// The batch's reads, in its transaction: [`BatchReads::tallies`] first.
+    pub fn reads(&mut self) -> BatchReads<'_> {
+        match self {
+            BatchTx::Sqlite(tx) => BatchReads::Sqlite(tx.reads()),
+            BatchTx::Postgres(tx) => BatchReads::Postgres(tx.reads()),
+        }
+    }
+
     /// Writes the batch's rows and commits: when this returns Ok, every
     /// write is durable.
     pub async fn commit(self, writes: &Writes) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ use crate::{
         values::{ConversationId, RequestId},
     },
     ids::{UlidIds, now},
-    store::{BatchRead, NewRecord, Record, StoreError, StoredFlow, Tally, Writes},
+    store::{BatchReads, NewRecord, Record, StoreError, StoredFlow, Tally, Writes},
 };
 
 /// A committed batch: each request's answer, in order, and its events.
@@ -135,9 +135,9 @@ impl Batch {
     /// remembered request ids. `before` is the batch in flight, decided but
     /// not yet committed, which `reads` do not see: what it changed comes
     /// from it.
-    pub async fn load<R: BatchRead>(
+    pub async fn load(
         &mut self,
-        reads: &mut R,
+        reads: &mut BatchReads<'_>,
         requests: &[&WriteRequest],
         before: Option<&Writes>,
     ) -> Result<(), StoreError> {
@@ -256,9 +256,9 @@ impl Batch {
     }
 
     /// The workspace's default flow id, read once per batch.
-    pub async fn default_flow_id<R: BatchRead>(
+    pub async fn default_flow_id(
         &mut self,
-        tx: &mut R,
+        tx: &mut BatchReads<'_>,
         workspace_id: WorkspaceId,
     ) -> Result<Option<String>, StoreError> {
         if let Some(known) = self.defaults.get(&workspace_id) {
@@ -270,9 +270,9 @@ impl Batch {
     }
 
     /// The newest version of a flow, read once per batch.
-    pub async fn latest_flow_version<R: BatchRead>(
+    pub async fn latest_flow_version(
         &mut self,
-        tx: &mut R,
+        tx: &mut BatchReads<'_>,
         workspace_id: WorkspaceId,
         flow_id: &str,
     ) -> Result<Option<i64>, StoreError> {

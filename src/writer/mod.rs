@@ -54,7 +54,7 @@ use crate::{
         values::{ConversationId, RequestId},
     },
     feed::Feed,
-    store::{AheadReads, BatchRead, Store, StoreError, StoredFlow, Writes},
+    store::{AheadReads, BatchReads, Store, StoreError, StoredFlow, Writes},
 };
 
 /// Most commands in one batch (one transaction).
@@ -447,7 +447,7 @@ impl WriterTask {
                 .ok_or_else(|| StoreError::Corrupt("the store no longer reads ahead".into()))?,
         };
         let decided = self
-            .decide_into(&mut reads, state, requests, before, answers)
+            .decide_into(&mut reads.reads(), state, requests, before, answers)
             .await;
         match &decided {
             Ok(()) => *ahead = Some(reads),
@@ -566,7 +566,7 @@ impl WriterTask {
     async fn commit(&mut self, requests: &[&WriteRequest]) -> Result<batch::Done, StoreError> {
         let started = Instant::now();
         let mut tx = self.store.begin_batch().await?;
-        let decided = self.decide(&mut tx, requests).await?;
+        let decided = self.decide(&mut tx.reads(), requests).await?;
         let committed = tx.commit(&decided.writes).await;
         record_batch(
             committed.is_ok(),
@@ -583,9 +583,9 @@ impl WriterTask {
 
     /// Loads what `requests` need from `reads` and decides each in order,
     /// in one batch.
-    async fn decide<R: BatchRead>(
+    async fn decide(
         &mut self,
-        reads: &mut R,
+        reads: &mut BatchReads<'_>,
         requests: &[&WriteRequest],
     ) -> Result<Decided, StoreError> {
         let mut state = batch::Batch::new();
@@ -601,9 +601,9 @@ impl WriterTask {
     /// Loads what `requests` need into `state` from `reads` (over `before`,
     /// the batch in flight) and decides each in order after the commands
     /// `state` holds, pushing their answers.
-    async fn decide_into<R: BatchRead>(
+    async fn decide_into(
         &mut self,
-        reads: &mut R,
+        reads: &mut BatchReads<'_>,
         state: &mut batch::Batch,
         requests: &[&WriteRequest],
         before: Option<&Writes>,
@@ -636,9 +636,9 @@ impl WriterTask {
     /// The flow `request` runs, if any: for a start, the named flow or the
     /// workspace default (newest version); for a visitor's message or a
     /// restart, the flow and version the conversation's run started with.
-    async fn flow_for<R: BatchRead>(
+    async fn flow_for(
         &mut self,
-        tx: &mut R,
+        tx: &mut BatchReads<'_>,
         state: &mut batch::Batch,
         request: &WriteRequest,
         current: Option<&Conversation>,

@@ -139,60 +139,9 @@ pub struct BatchTx {
 }
 
 impl BatchTx {
-    /// The counters of these workspaces, held for the batch: call first.
-    pub async fn tallies(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
-        tallies(&mut self.conn, &self.backend, workspaces).await
-    }
-
-    /// The conversations with these ids in these workspaces (a row may be
-    /// of another of the listed workspaces: the caller checks the pair).
-    pub async fn conversations(
-        &mut self,
-        ids: &[(WorkspaceId, &ConversationId)],
-    ) -> Result<Vec<Conversation>, StoreError> {
-        conversations(&mut self.conn, &self.backend, ids).await
-    }
-
-    /// The remembered first responses of these request ids.
-    pub async fn idempotency_records(
-        &mut self,
-        keys: &[(WorkspaceId, &RequestId)],
-    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        idempotency::find_many(&mut self.conn, keys).await
-    }
-
-    /// The settings of these workspaces, as the batch decides with them
-    /// (read after [`Self::tallies`], so a settings change is either wholly
-    /// before the batch or wholly after it).
-    pub async fn settings(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
-        settings::get_many(&mut self.conn, workspaces).await
-    }
-
-    /// The workspace's default flow id.
-    pub async fn default_flow_id(
-        &mut self,
-        workspace_id: WorkspaceId,
-    ) -> Result<Option<String>, StoreError> {
-        flows::default_flow_id(&mut self.conn, workspace_id).await
-    }
-
-    /// A flow version (the newest when `version` is None).
-    pub async fn flow(
-        &mut self,
-        workspace_id: WorkspaceId,
-        flow_id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<StoredFlow>, StoreError> {
-        flows::get(&mut self.conn, workspace_id, flow_id, version).await
+    /// The batch's reads, in its transaction: [`Reads::tallies`] first.
+    pub fn reads(&mut self) -> Reads<'_> {
+        Reads::new(&mut self.conn, &self.backend)
     }
 
     /// Writes the batch's rows and commits: when this returns Ok, every
@@ -218,48 +167,100 @@ impl BatchTx {
     }
 }
 
-/// The counters of these workspaces: those the backend remembers, the rest
-/// read (and, in a batch's transaction, held).
-pub(super) async fn tallies(
-    conn: &mut Conn,
-    backend: &Backend,
-    workspaces: &[WorkspaceId],
-) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
-    let mut found = HashMap::new();
-    let mut unknown = Vec::new();
-    for &workspace in workspaces {
-        match backend.remembered_tally(workspace) {
-            Some(tally) => {
-                found.insert(workspace, tally);
-            }
-            None => unknown.push(workspace),
-        }
-    }
-    if !unknown.is_empty() {
-        found.extend(counters::lock_many(conn, &unknown).await?);
-    }
-    Ok(found)
+/// What a batch reads before it is decided, on one connection: in the
+/// batch's transaction ([`BatchTx::reads`]), or, on a serving SQLite store,
+/// ahead of it. Conversations and counters the backend remembers come from
+/// memory.
+pub struct Reads<'a> {
+    conn: &'a mut Conn,
+    backend: &'a Backend,
 }
 
-/// The conversations with these ids: those the backend remembers, the rest
-/// read.
-pub(super) async fn conversations(
-    conn: &mut Conn,
-    backend: &Backend,
-    ids: &[(WorkspaceId, &ConversationId)],
-) -> Result<Vec<Conversation>, StoreError> {
-    let mut found = Vec::with_capacity(ids.len());
-    let mut missing = Vec::new();
-    for &(workspace, id) in ids {
-        match backend.remembered_conversation(id) {
-            Some(conversation) => found.push(conversation),
-            None => missing.push((workspace, id)),
+impl<'a> Reads<'a> {
+    pub(super) fn new(conn: &'a mut Conn, backend: &'a Backend) -> Self {
+        Self { conn, backend }
+    }
+
+    /// The counters of these workspaces (in a transaction: held for the
+    /// batch; call first).
+    pub async fn tallies(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, Tally>, StoreError> {
+        let mut found = HashMap::new();
+        let mut unknown = Vec::new();
+        for &workspace in workspaces {
+            match self.backend.remembered_tally(workspace) {
+                Some(tally) => {
+                    found.insert(workspace, tally);
+                }
+                None => unknown.push(workspace),
+            }
         }
+        if !unknown.is_empty() {
+            found.extend(counters::lock_many(self.conn, &unknown).await?);
+        }
+        Ok(found)
     }
-    if !missing.is_empty() {
-        found.extend(conversations::get_many(conn, &missing).await?);
+
+    /// The conversations with these ids in these workspaces (a row may be
+    /// of another of the listed workspaces: the caller checks the pair).
+    pub async fn conversations(
+        &mut self,
+        ids: &[(WorkspaceId, &ConversationId)],
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &(workspace, id) in ids {
+            match self.backend.remembered_conversation(id) {
+                Some(conversation) => found.push(conversation),
+                None => missing.push((workspace, id)),
+            }
+        }
+        if !missing.is_empty() {
+            found.extend(conversations::get_many(self.conn, &missing).await?);
+        }
+        Ok(found)
     }
-    Ok(found)
+
+    /// The remembered first responses of these request ids.
+    pub async fn idempotency_records(
+        &mut self,
+        keys: &[(WorkspaceId, &RequestId)],
+    ) -> Result<Vec<(WorkspaceId, String, Record)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        idempotency::find_many(self.conn, keys).await
+    }
+
+    /// The settings of these workspaces, as the batch decides with them (in
+    /// a transaction: read after [`Self::tallies`], so a settings change is
+    /// either wholly before the batch or wholly after it).
+    pub async fn settings(
+        &mut self,
+        workspaces: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, WorkspaceSettings>, StoreError> {
+        settings::get_many(self.conn, workspaces).await
+    }
+
+    /// The workspace's default flow id.
+    pub async fn default_flow_id(
+        &mut self,
+        workspace_id: WorkspaceId,
+    ) -> Result<Option<String>, StoreError> {
+        flows::default_flow_id(self.conn, workspace_id).await
+    }
+
+    /// A flow version (the newest when `version` is None).
+    pub async fn flow(
+        &mut self,
+        workspace_id: WorkspaceId,
+        flow_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredFlow>, StoreError> {
+        flows::get(self.conn, workspace_id, flow_id, version).await
+    }
 }
 
 async fn write(tx: &mut Conn, writes: &Writes) -> Result<(), StoreError> {

@@ -361,54 +361,8 @@ pub struct AheadReads {
 }
 
 impl AheadReads {
-    pub async fn tallies(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<std::collections::HashMap<WorkspaceId, Tally>, StoreError> {
-        batch::tallies(&mut self.conn, &self.backend, workspaces).await
-    }
-
-    pub async fn conversations(
-        &mut self,
-        ids: &[(WorkspaceId, &ConversationId)],
-    ) -> Result<Vec<Conversation>, StoreError> {
-        batch::conversations(&mut self.conn, &self.backend, ids).await
-    }
-
-    pub async fn idempotency_records(
-        &mut self,
-        keys: &[(WorkspaceId, &crate::domain::values::RequestId)],
-    ) -> Result<Vec<(WorkspaceId, String, super::Record)>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        idempotency::find_many(&mut self.conn, keys).await
-    }
-
-    pub async fn settings(
-        &mut self,
-        workspaces: &[WorkspaceId],
-    ) -> Result<
-        std::collections::HashMap<WorkspaceId, crate::domain::timers::WorkspaceSettings>,
-        StoreError,
-    > {
-        settings::get_many(&mut self.conn, workspaces).await
-    }
-
-    pub async fn default_flow_id(
-        &mut self,
-        workspace_id: WorkspaceId,
-    ) -> Result<Option<String>, StoreError> {
-        flows::default_flow_id(&mut self.conn, workspace_id).await
-    }
-
-    pub async fn flow(
-        &mut self,
-        workspace_id: WorkspaceId,
-        flow_id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<super::StoredFlow>, StoreError> {
-        flows::get(&mut self.conn, workspace_id, flow_id, version).await
+    pub fn reads(&mut self) -> batch::Reads<'_> {
+        batch::Reads::new(&mut self.conn, &self.backend)
     }
 }
 
