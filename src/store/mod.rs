@@ -325,6 +325,12 @@ impl Store {
         })
     }
 
+    /// Drops what the store remembers of its own writes (after a batch
+    /// whose outcome is unknown).
+    pub fn forget_remembered(&self) {
+        dispatch!(self, b => b.forget())
+    }
+
     /// Starts watching for commits of other servers (see [`CommitWatch`]).
     pub fn watch_commits(&self) -> CommitWatch {
         match &self.backend {

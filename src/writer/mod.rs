@@ -483,17 +483,28 @@ impl WriterTask {
     }
 
     /// Answers the batch that was in flight, or retries its commands one by
-    /// one when its transaction failed. True when it committed.
+    /// one when its transaction failed.
     async fn land(
         &mut self,
         flying: InFlight,
         result: Result<Result<(), StoreError>, tokio::task::JoinError>,
-    ) -> bool {
-        let committed = result.unwrap_or_else(|error| {
-            Err(StoreError::Corrupt(format!(
-                "the commit task failed: {error}"
-            )))
-        });
+    ) {
+        let committed = match result {
+            Ok(committed) => committed,
+            // The commit task panicked, so whether the batch committed is
+            // unknown: nobody hears success, nothing is tried again (it may
+            // be in the database), and the store forgets what it remembers.
+            Err(error) => {
+                tracing::error!(%error, commands = flying.jobs.len(), "the commit task failed");
+                self.store.forget_remembered();
+                record_batch(false, flying.jobs.len(), 0, flying.started);
+                for job in flying.jobs {
+                    let failed = StoreError::Corrupt(format!("the commit task failed: {error}"));
+                    let _ = job.reply.send(Err(WriteError::Store(failed)));
+                }
+                return;
+            }
+        };
         record_batch(
             committed.is_ok(),
             flying.jobs.len(),
@@ -512,12 +523,8 @@ impl WriterTask {
                         events,
                     },
                 );
-                true
             }
-            Err(error) => {
-                self.retry(flying.jobs, error).await;
-                false
-            }
+            Err(error) => self.retry(flying.jobs, error).await,
         }
     }
 

@@ -202,7 +202,7 @@ impl Backend {
         notify::start_listener(self.notify.clone())
     }
 
-    fn forget(&self) {}
+    pub fn forget(&self) {}
 
     /// One round trip on the admin pool (the least busy): whether the
     /// database answers.

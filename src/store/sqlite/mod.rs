@@ -260,7 +260,7 @@ impl Backend {
         }
     }
 
-    fn forget(&self) {
+    pub fn forget(&self) {
         if let Some(Ok(mut cache)) = self.cache.as_ref().map(|c| c.lock()) {
             cache.clear();
         }
