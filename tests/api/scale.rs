@@ -18,7 +18,7 @@ use tonic::Code;
 
 use crate::helpers::{
     TestApp, all_sequences, as_visitor, close_request, dana, default_settings, list_all,
-    mark_pending_request, reason, reopen_request, scrape, start, text_request, thread,
+    mark_pending_request, reason, reopen_request, sample, scrape, start, text_request, thread,
 };
 
 /// The server's SQLite file, opened beside it.
@@ -232,9 +232,9 @@ async fn commands_decided_behind_a_batch_that_fails_are_decided_again_and_commit
     let id = start(&mut agent, "v-0").await.conversation_id;
     Raw::open(&app).await.fail_inserts_of(FAILING_TEXT).await;
     let decided_again = async || {
-        counter_sum(
+        sample(
             &scrape(metrics).await,
-            "conversations_write_batches_decided_again_total",
+            r#"conversations_write_batches_decided_again_total{why="before_failed"}"#,
         )
     };
     let before = decided_again().await;
@@ -308,17 +308,6 @@ async fn commands_decided_behind_a_batch_that_fails_are_decided_again_and_commit
         assert!(decided_again().await > before, "no batch was decided again");
     }
     app.stop().await;
-}
-
-/// The sum of a counter's samples, whatever their labels.
-fn counter_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
