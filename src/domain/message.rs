@@ -1,9 +1,13 @@
 //! Messages in a conversation's thread, and the sentences transactional
 //! messages say.
 
-use serde::{Deserialize, Serialize};
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{Error as _, IgnoredAny},
+};
 
 use super::status::Status;
+use super::tagged::{self, Tagged};
 use super::values::{
     AgentRef, Channel, ConversationId, DisplayName, HttpsUrl, Label, MessageId, MessageText,
     Micros, VisitorId,
@@ -40,7 +44,10 @@ impl Audience {
 }
 
 /// Who wrote a message, or made a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as `{"kind": "agent", ...fields}`; read through
+/// [`super::tagged`], which skips serde's buffering when the tag comes first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Author {
     /// The website visitor.
@@ -54,6 +61,40 @@ pub enum Author {
     Bot,
     /// The service itself.
     System,
+}
+
+impl Tagged for Author {
+    const TAG: &'static str = "kind";
+    const VARIANTS: &'static [&'static str] = &["visitor", "agent", "bot", "system"];
+
+    fn variant<'de, D: Deserializer<'de>>(name: &'static str, fields: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Visitor {
+            visitor_id: VisitorId,
+        }
+        Ok(match name {
+            "visitor" => {
+                let Visitor { visitor_id } = Visitor::deserialize(fields)?;
+                Self::Visitor { visitor_id }
+            }
+            "agent" => Self::Agent(AgentRef::deserialize(fields)?),
+            "bot" => {
+                IgnoredAny::deserialize(fields)?;
+                Self::Bot
+            }
+            "system" => {
+                IgnoredAny::deserialize(fields)?;
+                Self::System
+            }
+            other => return Err(D::Error::unknown_variant(other, Self::VARIANTS)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Author {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
 }
 
 impl Author {
@@ -297,7 +338,9 @@ pub struct Appointment {
 }
 
 /// What a message says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as `{"type": "text", ...fields}`; read through [`super::tagged`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MessageContent {
     /// Plain text.
@@ -316,6 +359,43 @@ pub enum MessageContent {
     Appointment(Appointment),
     /// A status change.
     Transactional(Transactional),
+}
+
+impl Tagged for MessageContent {
+    const TAG: &'static str = "type";
+    const VARIANTS: &'static [&'static str] =
+        &["text", "meeting_link", "appointment", "transactional"];
+
+    fn variant<'de, D: Deserializer<'de>>(name: &'static str, fields: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Text {
+            text: MessageText,
+        }
+        #[derive(Deserialize)]
+        struct MeetingLink {
+            url: HttpsUrl,
+            provider: Label,
+        }
+        Ok(match name {
+            "text" => {
+                let Text { text } = Text::deserialize(fields)?;
+                Self::Text { text }
+            }
+            "meeting_link" => {
+                let MeetingLink { url, provider } = MeetingLink::deserialize(fields)?;
+                Self::MeetingLink { url, provider }
+            }
+            "appointment" => Self::Appointment(Appointment::deserialize(fields)?),
+            "transactional" => Self::Transactional(Transactional::deserialize(fields)?),
+            other => return Err(D::Error::unknown_variant(other, Self::VARIANTS)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageContent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
 }
 
 /// One message in a thread.
@@ -448,5 +528,119 @@ mod tests {
             t.text,
             "The visitor replied, so the conversation moved from Pending to Open."
         );
+    }
+
+    /// Every kind of author and content, as the service writes them.
+    fn tagged_samples() -> (Vec<Author>, Vec<MessageContent>) {
+        let authors = vec![
+            Author::Visitor {
+                visitor_id: VisitorId::parse("v-1").unwrap(),
+            },
+            dana(Channel::Slack),
+            Author::Bot,
+            Author::System,
+        ];
+        let contents = vec![
+            MessageContent::Text {
+                text: MessageText::parse("Hi \"there\"").unwrap(),
+            },
+            MessageContent::MeetingLink {
+                url: HttpsUrl::parse("https://zoom.us/j/123").unwrap(),
+                provider: Label::parse("Zoom", 64).unwrap(),
+            },
+            MessageContent::Appointment(Appointment {
+                start_time: Micros(1_796_146_200_000_000),
+                duration_nanos: 1_800_000_000_000,
+                title: Label::parse("Demo", 64).unwrap(),
+                url: None,
+            }),
+            MessageContent::Transactional(Transactional::new(
+                TransactionalKind::Closed,
+                Status::Open,
+                Status::Closed,
+                dana(Channel::Inbox),
+            )),
+        ];
+        (authors, contents)
+    }
+
+    /// The same object with its keys in reverse order (the tag last), as a
+    /// store that orders keys its own way may hand it back.
+    fn reversed(json: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        let serde_json::Value::Object(fields) = value else {
+            panic!("{json} is not an object")
+        };
+        let entries: Vec<String> = fields
+            .iter()
+            .rev()
+            .map(|(key, value)| format!("{}:{value}", serde_json::Value::from(key.as_str())))
+            .collect();
+        format!("{{{}}}", entries.join(","))
+    }
+
+    #[test]
+    fn tagged_authors_and_contents_read_back_whether_the_tag_comes_first_or_last() {
+        let (authors, contents) = tagged_samples();
+        for author in authors {
+            let json = serde_json::to_string(&author).unwrap();
+            assert!(json.starts_with(r#"{"kind":"#), "{json}");
+            assert_eq!(serde_json::from_str::<Author>(&json).unwrap(), author);
+            let last = reversed(&json);
+            assert_eq!(
+                serde_json::from_str::<Author>(&last).unwrap(),
+                author,
+                "{last}"
+            );
+        }
+        for content in contents {
+            let json = serde_json::to_string(&content).unwrap();
+            assert!(json.starts_with(r#"{"type":"#), "{json}");
+            assert_eq!(
+                serde_json::from_str::<MessageContent>(&json).unwrap(),
+                content
+            );
+            let last = reversed(&json);
+            assert_eq!(
+                serde_json::from_str::<MessageContent>(&last).unwrap(),
+                content,
+                "{last}"
+            );
+        }
+    }
+
+    #[test]
+    fn tagged_reader_ignores_unknown_fields_and_refuses_bad_tags() {
+        let extra = r#"{"kind":"visitor","new_field":[1,{"a":2}],"visitor_id":"v-1"}"#;
+        assert_eq!(
+            serde_json::from_str::<Author>(extra).unwrap(),
+            Author::Visitor {
+                visitor_id: VisitorId::parse("v-1").unwrap()
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<Author>(r#"{"kind":"bot","x":1}"#).unwrap(),
+            Author::Bot
+        );
+        for (bad, says) in [
+            (r#"{"kind":"robot"}"#, "unknown variant `robot`"),
+            (
+                r#"{"visitor_id":"v-1","kind":"robot"}"#,
+                "unknown variant `robot`",
+            ),
+            (r#"{"visitor_id":"v-1"}"#, "missing field `kind`"),
+            (r#"{}"#, "missing field `kind`"),
+            (r#"{"x":1,"kind":7}"#, "\"kind\" is not a string"),
+            (r#"{"kind":7}"#, "invalid type"),
+            (r#"{"kind":"visitor"}"#, "missing field `visitor_id`"),
+            (r#""agent""#, "invalid type"),
+        ] {
+            let error = serde_json::from_str::<Author>(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        let error = serde_json::from_str::<MessageContent>(r#"{"type":"text"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing field `text`"), "{error}");
     }
 }

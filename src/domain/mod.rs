@@ -11,6 +11,7 @@ pub mod scope;
 pub mod session;
 pub mod spoken;
 pub mod status;
+mod tagged;
 pub mod timers;
 pub mod values;
 
