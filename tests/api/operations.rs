@@ -252,6 +252,54 @@ async fn health_turns_not_serving_the_moment_shutdown_starts_and_its_watches_end
 }
 
 #[tokio::test]
+async fn health_stays_serving_while_another_process_holds_the_sqlite_write_lock() {
+    use sqlx::Connection;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let app = TestApp::spawn().await;
+    let Location::File(path) = &app.database else {
+        eprintln!("skipped on PostgreSQL: its writers take row locks, not the file's write lock");
+        return;
+    };
+    let mut health = app.health().await;
+    let ask = || HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch = health.watch(ask()).await.expect("watch").into_inner();
+    let first = watch.message().await.expect("watch").expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    // Another process (a long CLI import, say) takes SQLite's write lock and
+    // keeps it past three of the probe's 2 s timeouts. The database still
+    // answers reads, so the server is still fit to serve: its probe must not
+    // queue behind writers waiting for that lock (the timers' poll did, on
+    // the connection the probe shared, until the busy timeout).
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let mut other = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("open the file");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("take the write lock");
+    let changed = tokio::time::timeout(Duration::from_secs(9), watch.message()).await;
+    assert!(
+        changed.is_err(),
+        "health changed while only the write lock was held: {changed:?}"
+    );
+    let now = health.check(ask()).await.expect("check").into_inner();
+    assert_eq!(now.status(), ServingStatus::Serving);
+    let mut agent = app.agent().await;
+    let listed = agent
+        .list_conversations(pb::ListConversationsRequest::default())
+        .await;
+    assert!(listed.is_ok(), "reads go on under the lock: {listed:?}");
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("let the lock go");
+}
+
+#[tokio::test]
 async fn health_is_not_serving_while_the_database_does_not_answer_and_serving_again_when_it_does() {
     use sqlx::Connection;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};

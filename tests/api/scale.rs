@@ -512,6 +512,13 @@ async fn every_list_query_is_a_range_read_of_its_own_index_without_a_sort() {
                 .to_owned(),
             "events_by_conversation",
         ),
+        // The timers' poll (and its claim): only due rows, by due time.
+        (
+            "SELECT 1 FROM conversations WHERE due_time <= 5 \
+             AND (timer_claim_until IS NULL OR timer_claim_until <= 5) ORDER BY due_time LIMIT 256"
+                .to_owned(),
+            "conversations_by_due_time",
+        ),
         (
             "SELECT * FROM workspace_counters WHERE workspace_id = 1".to_owned(),
             "INTEGER PRIMARY KEY",

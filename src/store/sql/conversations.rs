@@ -152,6 +152,19 @@ pub async fn scoped_counts(
     Ok(counts)
 }
 
+/// Whether any conversation's timer is due at `now` and unclaimed: the
+/// question [`claim_due`] would act on, asked without a write.
+pub async fn any_due(conn: &mut Conn, now: Micros) -> Result<bool, StoreError> {
+    let due: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM conversations \
+         WHERE due_time <= $1 AND (timer_claim_until IS NULL OR timer_claim_until <= $1))",
+    )
+    .bind(now.0)
+    .fetch_one(conn)
+    .await?;
+    Ok(due)
+}
+
 /// Claims up to `limit` conversations whose timer is due at `now` and not
 /// claimed by a server already, until `until`: one statement. On PostgreSQL
 /// rows another transaction holds are skipped, not waited for, so servers

@@ -100,6 +100,13 @@ impl Backend {
         until: Micros,
         limit: i64,
     ) -> Result<Vec<DueTimer>, StoreError> {
+        // Most polls find nothing due. Asked on a read connection first,
+        // they leave the write lock alone: on SQLite a busy writer holds it
+        // nearly all the time, and a poll waiting for it held the admin
+        // connection for seconds.
+        if !conversations::any_due(&mut *self.read().await?, now).await? {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let claimed = conversations::claim_due(&mut tx, now, until, limit).await?;
         self.commit(tx).await?;

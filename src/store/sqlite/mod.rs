@@ -102,6 +102,10 @@ pub struct Backend {
     batch: batch::WriterConnection,
     ahead: SqlitePool,
     admin: SqlitePool,
+    /// The WAL checkpoints' own connection: a checkpoint after a burst can
+    /// copy pages for seconds, and neither the health probe's ping nor an
+    /// administrative write (both on `admin`) should wait for it.
+    checkpointer: SqlitePool,
     reader: SqlitePool,
     feed: SqlitePool,
     /// What the batches wrote, while this store holds the server lock.
@@ -171,6 +175,7 @@ impl Backend {
             batch: batch::WriterConnection::new(batch),
             ahead: pool(1, options.clone()),
             admin,
+            checkpointer: pool(1, options.clone()),
             reader: pool(4, options.clone()),
             // A catch-up read is one row (the batch as one value, see
             // `events::read`), so sqlx's row channel never fills.
@@ -206,6 +211,7 @@ impl Backend {
         for (name, pool) in [
             ("ahead", &self.ahead),
             ("admin", &self.admin),
+            ("checkpoint", &self.checkpointer),
             ("read", &self.reader),
             ("feed", &self.feed),
         ] {
@@ -266,10 +272,15 @@ impl Backend {
         }
     }
 
-    /// One round trip on the admin pool (the least busy): whether the
-    /// database answers.
+    /// One round trip on a read connection: whether the database answers.
+    /// Not on `admin`, whose writes wait for SQLite's write lock (for as
+    /// long as the busy timeout while another process holds it, or while a
+    /// busy writer keeps taking it): the file answering reads is the server
+    /// being fit to serve.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.admin).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.read().await?)
+            .await?;
         Ok(())
     }
 
@@ -312,7 +323,7 @@ impl Backend {
     /// allow (SQLite's PASSIVE checkpoint, which never blocks a writer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.admin)
+            .execute(&self.checkpointer)
             .await?;
         Ok(())
     }
@@ -322,6 +333,7 @@ impl Backend {
         self.feed.close().await;
         self.reader.close().await;
         self.batch.close().await;
+        self.checkpointer.close().await;
         // SQLite's last connection to close would checkpoint the WAL too,
         // but sqlx may finish that close after `close` returns: a server
         // started at once on the same file then waited for it, past its
