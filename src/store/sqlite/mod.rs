@@ -102,9 +102,9 @@ pub struct Backend {
     batch: batch::WriterConnection,
     ahead: SqlitePool,
     admin: SqlitePool,
-    /// The WAL checkpoints' own connection: a checkpoint after a burst can
-    /// copy pages for seconds, and neither the health probe's ping nor an
-    /// administrative write (both on `admin`) should wait for it.
+    /// The WAL checkpoints' own connection. On `admin` they queued behind
+    /// writes waiting for the write lock (for seconds under load, which let
+    /// the WAL grow), and a long checkpoint held up those writes in turn.
     checkpointer: SqlitePool,
     reader: SqlitePool,
     feed: SqlitePool,
