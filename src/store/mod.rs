@@ -315,6 +315,14 @@ impl Store {
         })
     }
 
+    /// Writes a batch decided ahead of its transaction (over
+    /// [`AheadReads`]) in one transaction, and commits it: when this
+    /// returns Ok, every write is durable. Only the batch writer calls it,
+    /// one batch at a time.
+    pub async fn commit_batch(&self, writes: &Writes) -> Result<(), StoreError> {
+        dispatch!(self, b => b.commit_batch(writes).await)
+    }
+
     /// A way to read for the next batch while the batch in flight commits,
     /// where the store can offer one (a serving SQLite store, see
     /// [`AheadReads`]); None means read inside each batch's transaction.

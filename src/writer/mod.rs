@@ -4,7 +4,8 @@
 //! **Owns** the order of writes. Mutations queue to it; it takes what is
 //! queued (up to [`MAX_BATCH`] commands), decides each one in order with the
 //! pure rules ([`lifecycle::decide`]), writes the whole batch in one
-//! transaction with a few multi-row statements ([`crate::store::BatchTx`]),
+//! transaction with a few multi-row statements ([`crate::store::BatchTx`],
+//! or [`crate::store::Store::commit_batch`] for a batch decided ahead),
 //! commits once, hands the committed events to the feed, and only then
 //! answers every caller. It also owns the per-workspace event sequences: it
 //! hands them out from the workspace's counter, and writes them in the
@@ -469,10 +470,7 @@ impl WriterTask {
         let writes = Arc::new(decided.writes);
         let store = self.store.clone();
         let shared = writes.clone();
-        let commit = committer.spawn(async move {
-            let tx = store.begin_batch().await?;
-            tx.commit(&shared).await
-        });
+        let commit = committer.spawn(async move { store.commit_batch(&shared).await });
         InFlight {
             jobs,
             answers: decided.answers,

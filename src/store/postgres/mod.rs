@@ -28,6 +28,8 @@ mod keys;
 mod messages;
 #[path = "../sql/operations.rs"]
 mod operations;
+#[path = "../sql/rows.rs"]
+mod rows;
 #[path = "../sql/sessions.rs"]
 mod sessions;
 #[path = "../sql/settings.rs"]
@@ -54,6 +56,79 @@ type Conn = sqlx::PgConnection;
 type DbRow = sqlx::postgres::PgRow;
 
 /// Where PostgreSQL's SQL differs from SQLite's.
+/// How the batch connection begins, writes and commits: through sqlx's
+/// transaction manager.
+mod batch_conn {
+    use std::borrow::Cow;
+
+    use sqlx::{Database, QueryBuilder, TransactionManager};
+
+    use super::{
+        Conn, Db,
+        batch::inserts,
+        rows::{Insert, Value},
+    };
+    use crate::store::{StoreError, model::Writes};
+
+    pub type WriterConn = Conn;
+
+    pub fn wrap(conn: Conn) -> WriterConn {
+        conn
+    }
+
+    pub fn conn(conn: &mut WriterConn) -> &mut Conn {
+        conn
+    }
+
+    pub fn unwrap(conn: WriterConn) -> Conn {
+        conn
+    }
+
+    pub async fn begin(conn: &mut WriterConn) -> Result<(), StoreError> {
+        <Db as Database>::TransactionManager::begin(
+            conn,
+            super::dialect::BEGIN_BATCH.map(Cow::Borrowed),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes `writes` in the transaction [`begin`] opened, and commits.
+    pub async fn commit(conn: &mut WriterConn, writes: &Writes) -> Result<(), StoreError> {
+        for insert in inserts(writes)? {
+            execute(conn, &insert).await?;
+        }
+        <Db as Database>::TransactionManager::commit(conn).await?;
+        Ok(())
+    }
+
+    /// Begins, writes `writes` and commits.
+    pub async fn write_alone(conn: &mut WriterConn, writes: &Writes) -> Result<(), StoreError> {
+        begin(conn).await?;
+        commit(conn, writes).await
+    }
+
+    /// Runs `insert` through sqlx, a statement per chunk of rows.
+    pub async fn execute(conn: &mut Conn, insert: &Insert<'_>) -> Result<(), StoreError> {
+        let rows: Vec<&[Value<'_>]> = insert.rows().collect();
+        for chunk in rows.chunks(insert.rows_per_statement()) {
+            let mut query = QueryBuilder::<Db>::new(&*insert.head);
+            query.push_values(chunk, |mut row, values| {
+                for value in *values {
+                    match value {
+                        Value::Int(v) => row.push_bind(*v),
+                        Value::Text(v) => row.push_bind(v.as_deref()),
+                        Value::Blob(v) => row.push_bind(*v),
+                    };
+                }
+            });
+            query.push(&insert.tail);
+            query.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
 mod dialect {
     /// The primary key of `conversations`, as `ON CONFLICT` names it.
     pub const CONVERSATION_KEY: &str = "workspace_id, conversation_id";
@@ -177,6 +252,11 @@ impl Backend {
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
         self.batch.begin(self.clone()).await
+    }
+
+    /// Writes and commits a batch decided outside its transaction.
+    pub async fn commit_batch(&self, writes: &Writes) -> Result<(), StoreError> {
+        self.batch.write_alone(self, writes).await
     }
 
     /// Other servers write too: nothing is remembered.

@@ -17,7 +17,6 @@
 //! commands the batch holds, which is what makes group commit pay.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     sync::{
         Arc, Mutex,
@@ -25,10 +24,14 @@ use std::{
     },
 };
 
-use sqlx::{Database, TransactionManager, pool::Pool};
+use sqlx::pool::Pool;
 
 use super::{
-    Backend, Conn, Db, conversations, counters, events, flows, idempotency, messages, settings,
+    Backend, Conn, Db,
+    batch_conn::{self, WriterConn},
+    conversations, counters, events, flows, idempotency, messages,
+    rows::Insert,
+    settings,
 };
 use crate::{
     domain::{
@@ -54,7 +57,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(super) struct WriterConnection {
     pool: Pool<Db>,
-    kept: Arc<Mutex<Option<Conn>>>,
+    kept: Arc<Mutex<Option<WriterConn>>>,
     /// Batches open now (0 or 1): their connection is out of the pool too.
     open: Arc<AtomicUsize>,
 }
@@ -93,22 +96,25 @@ impl WriterConnection {
         crate::store::observe_pool_with(name, &self.pool, open, kept);
     }
 
-    /// Begins a batch on the kept connection, or on a new one.
-    pub async fn begin(&self, backend: Backend) -> Result<BatchTx, StoreError> {
+    /// The kept connection, or a new one; counted open until dropped.
+    async fn take(&self) -> Result<(WriterConn, Open), StoreError> {
         let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
-        let mut conn = match kept {
+        let conn = match kept {
             Some(conn) => conn,
-            None => crate::store::acquired("batch", self.pool.acquire())
-                .await?
-                .detach(),
+            None => batch_conn::wrap(
+                crate::store::acquired("batch", self.pool.acquire())
+                    .await?
+                    .detach(),
+            ),
         };
         self.open.fetch_add(1, Ordering::Relaxed);
-        let open = Open(self.open.clone());
-        <Db as Database>::TransactionManager::begin(
-            &mut conn,
-            super::dialect::BEGIN_BATCH.map(Cow::Borrowed),
-        )
-        .await?;
+        Ok((conn, Open(self.open.clone())))
+    }
+
+    /// Begins a batch on the kept connection, or on a new one.
+    pub async fn begin(&self, backend: Backend) -> Result<BatchTx, StoreError> {
+        let (mut conn, open) = self.take().await?;
+        batch_conn::begin(&mut conn).await?;
         Ok(BatchTx {
             conn,
             kept: self.kept.clone(),
@@ -117,11 +123,30 @@ impl WriterConnection {
         })
     }
 
+    /// Writes a batch decided outside any transaction (see `AheadReads`)
+    /// in a transaction of its own, and commits it: when this returns Ok,
+    /// every write is durable. After a failure the backend forgets what it
+    /// remembered.
+    pub async fn write_alone(&self, backend: &Backend, writes: &Writes) -> Result<(), StoreError> {
+        let (mut conn, _open) = self.take().await?;
+        let done = batch_conn::write_alone(&mut conn, writes).await;
+        match &done {
+            Ok(()) => {
+                backend.committed(writes);
+                if let Ok(mut kept) = self.kept.lock() {
+                    *kept = Some(conn);
+                }
+            }
+            Err(_) => backend.forget(),
+        }
+        done
+    }
+
     /// Closes the kept connection and the pool.
     pub async fn close(&self) {
         let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
         if let Some(conn) = kept
-            && let Err(error) = sqlx::Connection::close(conn).await
+            && let Err(error) = sqlx::Connection::close(batch_conn::unwrap(conn)).await
         {
             tracing::warn!(%error, "closing the batch connection failed");
         }
@@ -132,8 +157,8 @@ impl WriterConnection {
 /// An open batch transaction. Dropped without [`BatchTx::commit`], it
 /// closes its connection, which rolls the transaction back.
 pub struct BatchTx {
-    conn: Conn,
-    kept: Arc<Mutex<Option<Conn>>>,
+    conn: WriterConn,
+    kept: Arc<Mutex<Option<WriterConn>>>,
     backend: Backend,
     _open: Open,
 }
@@ -141,19 +166,14 @@ pub struct BatchTx {
 impl BatchTx {
     /// The batch's reads, in its transaction: [`Reads::tallies`] first.
     pub fn reads(&mut self) -> Reads<'_> {
-        Reads::new(&mut self.conn, &self.backend)
+        Reads::new(batch_conn::conn(&mut self.conn), &self.backend)
     }
 
     /// Writes the batch's rows and commits: when this returns Ok, every
     /// write is durable. After a failure nothing is known for sure: the
     /// backend forgets what it remembered.
     pub async fn commit(mut self, writes: &Writes) -> Result<(), StoreError> {
-        let done = async {
-            write(&mut self.conn, writes).await?;
-            <Db as Database>::TransactionManager::commit(&mut self.conn).await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
+        let done = batch_conn::commit(&mut self.conn, writes).await;
         match &done {
             Ok(()) => {
                 self.backend.committed(writes);
@@ -263,9 +283,15 @@ impl<'a> Reads<'a> {
     }
 }
 
-async fn write(tx: &mut Conn, writes: &Writes) -> Result<(), StoreError> {
+/// The rows of `writes`, table by table in the order they are written:
+/// conversations first (messages and events refer to them).
+pub(super) fn inserts(writes: &Writes) -> Result<Vec<Insert<'_>>, StoreError> {
+    let mut inserts = Vec::with_capacity(5);
     if !writes.conversations.is_empty() {
-        conversations::upsert(tx, &writes.conversations, &writes.due_times).await?;
+        inserts.push(conversations::upsert(
+            &writes.conversations,
+            &writes.due_times,
+        )?);
     }
     if !writes.messages.is_empty() {
         let workspaces: HashMap<&ConversationId, WorkspaceId> = writes
@@ -283,13 +309,16 @@ async fn write(tx: &mut Conn, writes: &Writes) -> Result<(), StoreError> {
                     .ok_or_else(|| StoreError::Corrupt("a message without its conversation".into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        messages::insert_many(tx, &rows).await?;
+        inserts.push(messages::insert(&rows)?);
     }
     if !writes.events.is_empty() {
-        events::insert_many(tx, &writes.events).await?;
+        inserts.push(events::insert(&writes.events)?);
     }
     if !writes.idempotency.is_empty() {
-        idempotency::insert_many(tx, &writes.idempotency).await?;
+        inserts.push(idempotency::insert(&writes.idempotency));
     }
-    counters::put_many(tx, &writes.tallies).await
+    if !writes.tallies.is_empty() {
+        inserts.push(counters::put(&writes.tallies));
+    }
+    Ok(inserts)
 }

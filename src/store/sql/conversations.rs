@@ -2,7 +2,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{Conn, Db, DbRow};
+use super::{Conn, Db, DbRow, rows::Insert};
 use crate::{
     domain::{
         Conversation, Micros, Status, WorkspaceId,
@@ -200,54 +200,29 @@ pub async fn claim_due(
         .collect()
 }
 
-/// Writes `conversations` (new or changed) with one statement per chunk:
-/// an insert of each row that replaces the stored row of a conversation that
-/// exists. Only a batch calls it, inside its transaction, after reading
+/// The rows that write `conversations` (new or changed): an insert of
+/// each row that replaces the stored row of a conversation that exists. Only a batch calls it, inside its transaction, after reading
 /// those rows in the same transaction.
 ///
 /// Each row is written with its due time (`due_times`, in the same order)
 /// and with no timer claim: a change releases a claim, and the timer it
 /// leaves is judged afresh.
-pub async fn upsert(
-    conn: &mut Conn,
-    conversations: &[Conversation],
+pub fn upsert<'a>(
+    conversations: &'a [Conversation],
     due_times: &[Option<Micros>],
-) -> Result<(), StoreError> {
+) -> Result<Insert<'a>, StoreError> {
     if due_times.len() != conversations.len() {
         return Err(StoreError::Corrupt(
             "a due time for each conversation written".into(),
         ));
     }
-    let flows = conversations
-        .iter()
-        .map(flow_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    let rows: Vec<_> = conversations.iter().zip(&flows).zip(due_times).collect();
-    for chunk in rows.chunks(rows_per_statement(17)) {
-        let mut query = QueryBuilder::<Db>::new(format!(
-            "INSERT INTO conversations ({COLUMNS}, due_time, timer_claim_until) "
-        ));
-        query.push_values(chunk, |mut row, ((c, flow), due)| {
-            row.push_bind(c.id.as_str())
-                .push_bind(c.workspace_id.0)
-                .push_bind(c.visitor_id.as_str())
-                .push_bind(c.status.as_str())
-                .push_bind(c.assignee.as_ref().map(|a| a.agent_id.as_str()))
-                .push_bind(c.assignee.as_ref().map(|a| a.display_name.as_str()))
-                .push_bind(c.assignee.as_ref().map(|a| a.channel.as_str()))
-                .push_bind(c.create_time.0)
-                .push_bind(c.update_time.0)
-                .push_bind(c.status_change_time.0)
-                .push_bind(c.close_time.map(|t| t.0))
-                .push_bind(c.version)
-                .push_bind(c.message_count)
-                .push_bind(c.everyone_message_count)
-                .push_bind(flow.as_deref())
-                .push_bind(c.snooze_end_time.map(|t| t.0))
-                .push_bind(due.map(|t| t.0))
-                .push_bind(None::<i64>);
-        });
-        query.push(format!(
+    let mut insert = Insert::new(
+        "conversations",
+        format!("INSERT INTO conversations ({COLUMNS}, due_time, timer_claim_until) "),
+        18,
+        conversations.len(),
+    )
+        .with_tail(format!(
             " ON CONFLICT ({}) DO UPDATE SET status = excluded.status, \
              assignee_agent_id = excluded.assignee_agent_id, \
              assignee_display_name = excluded.assignee_display_name, \
@@ -259,9 +234,29 @@ pub async fn upsert(
              timer_claim_until = NULL",
             super::dialect::CONVERSATION_KEY
         ));
-        query.build().execute(&mut *conn).await?;
+    for (c, due) in conversations.iter().zip(due_times) {
+        insert.row([
+            c.id.as_str().into(),
+            c.workspace_id.0.into(),
+            c.visitor_id.as_str().into(),
+            c.status.as_str().into(),
+            c.assignee.as_ref().map(|a| a.agent_id.as_str()).into(),
+            c.assignee.as_ref().map(|a| a.display_name.as_str()).into(),
+            c.assignee.as_ref().map(|a| a.channel.as_str()).into(),
+            c.create_time.0.into(),
+            c.update_time.0.into(),
+            c.status_change_time.0.into(),
+            c.close_time.map(|t| t.0).into(),
+            c.version.into(),
+            c.message_count.into(),
+            c.everyone_message_count.into(),
+            flow_json(c)?.into(),
+            c.snooze_end_time.map(|t| t.0).into(),
+            due.map(|t| t.0).into(),
+            None::<i64>.into(),
+        ]);
     }
-    Ok(())
+    Ok(insert)
 }
 
 /// The conversations with these ids in these workspaces, one statement per

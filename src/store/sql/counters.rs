@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{Conn, Db, DbRow};
+use super::{Conn, Db, DbRow, rows::Insert};
 use crate::{
     domain::WorkspaceId,
     store::{StoreError, model::Tally},
@@ -81,26 +81,27 @@ pub async fn lock_many(
     Ok(found)
 }
 
-/// Writes these workspaces' counters.
-pub async fn put_many(conn: &mut Conn, tallies: &[(WorkspaceId, Tally)]) -> Result<(), StoreError> {
-    if tallies.is_empty() {
-        return Ok(());
-    }
-    let mut query = QueryBuilder::<Db>::new(
+/// The rows that write these workspaces' counters.
+pub fn put(tallies: &[(WorkspaceId, Tally)]) -> Insert<'_> {
+    let mut insert = Insert::new(
+        "workspace_counters",
         "INSERT INTO workspace_counters (workspace_id, event_head, open_count, pending_count, closed_count) ",
-    );
-    query.push_values(tallies, |mut row, (workspace, tally)| {
-        row.push_bind(workspace.0)
-            .push_bind(tally.event_head)
-            .push_bind(tally.counts[0])
-            .push_bind(tally.counts[1])
-            .push_bind(tally.counts[2]);
-    });
-    query.push(
+        5,
+        tallies.len(),
+    )
+    .with_tail(
         " ON CONFLICT (workspace_id) DO UPDATE SET event_head = excluded.event_head, \
          open_count = excluded.open_count, pending_count = excluded.pending_count, \
          closed_count = excluded.closed_count",
     );
-    query.build().execute(conn).await?;
-    Ok(())
+    for (workspace, tally) in tallies {
+        insert.row([
+            workspace.0.into(),
+            tally.event_head.into(),
+            tally.counts[0].into(),
+            tally.counts[1].into(),
+            tally.counts[2].into(),
+        ]);
+    }
+    insert
 }

@@ -15,7 +15,7 @@ use serde::{
 };
 use sqlx::QueryBuilder;
 
-use super::{Conn, Db};
+use super::{Conn, Db, rows::Insert};
 use crate::{
     domain::{
         Author, Conversation, EventPayload, Message, Micros, Status, WorkspaceId,
@@ -23,7 +23,7 @@ use crate::{
         scope::EventScope,
         values::{AgentRef, ConversationId},
     },
-    store::{StoreError, rows_per_statement},
+    store::StoreError,
 };
 
 /// Up to `limit` events in `scope` with `after < sequence <= up_to`, in order
@@ -241,29 +241,26 @@ impl<'de> DeserializeSeed<'de> for Payload {
     }
 }
 
-/// Appends committed-to-be events (sequences already assigned), a few
-/// multi-row statements for any number of them.
-pub async fn insert_many(conn: &mut Conn, events: &[Event]) -> Result<(), StoreError> {
-    let payloads = events
-        .iter()
-        .map(|e| serde_json::to_string(&e.payload))
-        .collect::<Result<Vec<_>, _>>()?;
-    let rows: Vec<_> = events.iter().zip(&payloads).collect();
-    for chunk in rows.chunks(rows_per_statement(8)) {
-        let mut query = QueryBuilder::<Db>::new(
-            "INSERT INTO events (workspace_id, sequence, event_id, conversation_id, kind, audience, create_time, payload) ",
-        );
-        query.push_values(chunk, |mut row, (e, payload)| {
-            row.push_bind(e.workspace_id.0)
-                .push_bind(e.sequence)
-                .push_bind(e.event_id.as_str())
-                .push_bind(e.conversation_id.as_str())
-                .push_bind(e.payload.kind())
-                .push_bind(e.payload.audience().as_str())
-                .push_bind(e.create_time.0)
-                .push_bind(payload.as_str());
-        });
-        query.build().execute(&mut *conn).await?;
+/// The rows that append committed-to-be events (sequences already
+/// assigned).
+pub fn insert(events: &[Event]) -> Result<Insert<'_>, StoreError> {
+    let mut insert = Insert::new(
+        "events",
+        "INSERT INTO events (workspace_id, sequence, event_id, conversation_id, kind, audience, create_time, payload) ",
+        8,
+        events.len(),
+    );
+    for e in events {
+        insert.row([
+            e.workspace_id.0.into(),
+            e.sequence.into(),
+            e.event_id.as_str().into(),
+            e.conversation_id.as_str().into(),
+            e.payload.kind().into(),
+            e.payload.audience().as_str().into(),
+            e.create_time.0.into(),
+            serde_json::to_string(&e.payload)?.into(),
+        ]);
     }
-    Ok(())
+    Ok(insert)
 }

@@ -2,7 +2,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{Conn, Db};
+use super::{Conn, Db, rows::Insert};
 use crate::{
     domain::{Micros, WorkspaceId, values::RequestId},
     store::{
@@ -48,23 +48,25 @@ pub async fn find_many(
     Ok(found)
 }
 
-/// Remembers first responses.
-pub async fn insert_many(conn: &mut Conn, records: &[NewRecord]) -> Result<(), StoreError> {
-    for chunk in records.chunks(rows_per_statement(6)) {
-        let mut query = QueryBuilder::<Db>::new(
-            "INSERT INTO idempotency_records (workspace_id, request_id, method, fingerprint, response, create_time) ",
-        );
-        query.push_values(chunk, |mut row, r| {
-            row.push_bind(r.workspace_id.0)
-                .push_bind(r.request_id.as_str())
-                .push_bind(r.record.method.as_str())
-                .push_bind(r.record.fingerprint.as_slice())
-                .push_bind(r.record.response.as_str())
-                .push_bind(r.create_time.0);
-        });
-        query.build().execute(&mut *conn).await?;
+/// The rows that remember first responses.
+pub fn insert(records: &[NewRecord]) -> Insert<'_> {
+    let mut insert = Insert::new(
+        "idempotency_records",
+        "INSERT INTO idempotency_records (workspace_id, request_id, method, fingerprint, response, create_time) ",
+        6,
+        records.len(),
+    );
+    for r in records {
+        insert.row([
+            r.workspace_id.0.into(),
+            r.request_id.as_str().into(),
+            r.record.method.as_str().into(),
+            r.record.fingerprint.as_slice().into(),
+            r.record.response.as_str().into(),
+            r.create_time.0.into(),
+        ]);
     }
-    Ok(())
+    insert
 }
 
 /// Forgets records made before `cutoff`; returns how many.

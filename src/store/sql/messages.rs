@@ -2,14 +2,14 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{Conn, Db, DbRow};
+use super::{Conn, Db, DbRow, rows::Insert};
 use crate::{
     domain::{
         Audience, Author, Message, Micros, WorkspaceId,
         message::stored_agent,
         values::{ConversationId, MessageId, VisitorId},
     },
-    store::{StoreError, rows_per_statement},
+    store::StoreError,
 };
 
 /// How an author is stored: kind, id, display name, channel.
@@ -67,46 +67,38 @@ fn from_row(row: &DbRow) -> Result<Message, StoreError> {
     })
 }
 
-/// Appends messages of `workspace_id`'s conversations, a few multi-row
-/// statements for any number of them.
-pub async fn insert_many(
-    conn: &mut Conn,
-    messages: &[(WorkspaceId, &Message)],
-) -> Result<(), StoreError> {
-    let contents = messages
-        .iter()
-        .map(|(_, m)| {
-            let replies = (!m.quick_replies.is_empty())
-                .then(|| serde_json::to_string(&m.quick_replies))
-                .transpose()?;
-            Ok::<_, serde_json::Error>((serde_json::to_string(&m.content)?, replies))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let rows: Vec<_> = messages.iter().zip(&contents).collect();
-    for chunk in rows.chunks(rows_per_statement(12)) {
-        let mut query = QueryBuilder::<Db>::new(
-            "INSERT INTO messages (workspace_id, message_id, conversation_id, position, author_kind, \
-             author_id, author_display_name, author_channel, audience, create_time, content, \
-             quick_replies) ",
-        );
-        query.push_values(chunk, |mut row, ((workspace, m), (content, replies))| {
-            let (kind, id, name, channel) = author_columns(&m.author);
-            row.push_bind(workspace.0)
-                .push_bind(m.id.as_str())
-                .push_bind(m.conversation_id.as_str())
-                .push_bind(m.position)
-                .push_bind(kind)
-                .push_bind(id)
-                .push_bind(name)
-                .push_bind(channel)
-                .push_bind(m.audience.as_str())
-                .push_bind(m.create_time.0)
-                .push_bind(content.as_str())
-                .push_bind(replies.as_deref());
-        });
-        query.build().execute(&mut *conn).await?;
+/// The rows that append `messages` (each with its conversation's
+/// workspace).
+pub fn insert<'a>(messages: &[(WorkspaceId, &'a Message)]) -> Result<Insert<'a>, StoreError> {
+    let mut insert = Insert::new(
+        "messages",
+        "INSERT INTO messages (workspace_id, message_id, conversation_id, position, author_kind, \
+         author_id, author_display_name, author_channel, audience, create_time, content, \
+         quick_replies) ",
+        12,
+        messages.len(),
+    );
+    for (workspace, m) in messages {
+        let replies = (!m.quick_replies.is_empty())
+            .then(|| serde_json::to_string(&m.quick_replies))
+            .transpose()?;
+        let (kind, id, name, channel) = author_columns(&m.author);
+        insert.row([
+            workspace.0.into(),
+            m.id.as_str().into(),
+            m.conversation_id.as_str().into(),
+            m.position.into(),
+            kind.into(),
+            id.into(),
+            name.into(),
+            channel.into(),
+            m.audience.as_str().into(),
+            m.create_time.0.into(),
+            serde_json::to_string(&m.content)?.into(),
+            replies.into(),
+        ]);
     }
-    Ok(())
+    Ok(insert)
 }
 
 /// Up to `limit` messages of the conversation after `after_position`, oldest

@@ -15,6 +15,7 @@
 
 mod cache;
 mod lock;
+mod raw;
 
 #[path = "../sql/batch.rs"]
 pub mod batch;
@@ -36,6 +37,8 @@ mod keys;
 mod messages;
 #[path = "../sql/operations.rs"]
 mod operations;
+#[path = "../sql/rows.rs"]
+mod rows;
 #[path = "../sql/sessions.rs"]
 mod sessions;
 #[path = "../sql/settings.rs"]
@@ -73,9 +76,6 @@ mod dialect {
     /// the conversation's index, which SQLite would otherwise pass over for
     /// the primary key's range (it has no statistics to know better).
     pub const EVENTS_OF_A_CONVERSATION: &str = "events INDEXED BY events_by_conversation";
-    /// How a batch begins: with the file's write lock taken up front, so
-    /// it never fails halfway on a lock upgrade.
-    pub const BEGIN_BATCH: Option<&str> = Some("BEGIN IMMEDIATE");
     /// A text column as a JSON string: opening and closing.
     pub const JSON_STRING: (&str, &str) = ("json_quote(", ")");
     /// The aggregate that joins texts with a separator.
@@ -94,6 +94,44 @@ mod dialect {
     pub const BOOTSTRAP_LOCK: &[&str] = &[];
     /// After a copy: nothing to do.
     pub const AFTER_COPY: &[&str] = &[];
+}
+
+/// How the batch connection begins, writes and commits: with SQLite's own
+/// statements on the calling thread ([`raw`]). A batch begins with the
+/// file's write lock taken up front (`BEGIN IMMEDIATE`), so it never fails
+/// halfway on a lock upgrade. sqlx does not track these transactions: they
+/// begin and end outside its transaction manager.
+mod batch_conn {
+    use super::{Conn, batch::inserts, raw::BatchConnection};
+    use crate::store::{StoreError, model::Writes};
+
+    pub type WriterConn = BatchConnection;
+
+    pub fn wrap(conn: Conn) -> WriterConn {
+        BatchConnection::new(conn)
+    }
+
+    pub fn conn(conn: &mut WriterConn) -> &mut Conn {
+        conn.conn()
+    }
+
+    pub fn unwrap(conn: WriterConn) -> Conn {
+        conn.into_conn()
+    }
+
+    pub async fn begin(conn: &mut WriterConn) -> Result<(), StoreError> {
+        conn.execute(c"BEGIN IMMEDIATE").await
+    }
+
+    /// Writes `writes` in the transaction [`begin`] opened, and commits.
+    pub async fn commit(conn: &mut WriterConn, writes: &Writes) -> Result<(), StoreError> {
+        conn.write_and_commit(false, &inserts(writes)?).await
+    }
+
+    /// Begins, writes `writes` and commits, on one thread without a pause.
+    pub async fn write_alone(conn: &mut WriterConn, writes: &Writes) -> Result<(), StoreError> {
+        conn.write_and_commit(true, &inserts(writes)?).await
+    }
 }
 
 /// The SQLite store. Cheap to clone.
@@ -237,6 +275,11 @@ impl Backend {
     /// Starts the write transaction of a batch of mutations.
     pub async fn begin_batch(&self) -> Result<batch::BatchTx, StoreError> {
         self.batch.begin(self.clone()).await
+    }
+
+    /// Writes and commits a batch decided ahead (see [`AheadReads`]).
+    pub async fn commit_batch(&self, writes: &Writes) -> Result<(), StoreError> {
+        self.batch.write_alone(self, writes).await
     }
 
     /// A connection to read ahead of the batch in flight, on a serving
