@@ -194,7 +194,9 @@ impl App {
 }
 
 /// Checkpoints the WAL beside the writer (whose commits do not, so that a
-/// checkpoint never stalls a batch), so that it does not grow without bound.
+/// checkpoint never stalls a batch), so that it does not grow without bound
+/// (under steady writes the store has the writer start it over now and
+/// then, see `Store::checkpoint`).
 async fn checkpoint(store: Store) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

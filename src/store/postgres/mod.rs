@@ -103,7 +103,11 @@ mod batch_conn {
     }
 
     /// Begins, writes `writes` and commits.
-    pub async fn write_alone(conn: &mut WriterConn, writes: &Writes) -> Result<(), StoreError> {
+    pub async fn write_alone(
+        conn: &mut WriterConn,
+        _: &super::Backend,
+        writes: &Writes,
+    ) -> Result<(), StoreError> {
         begin(conn).await?;
         commit(conn, writes).await
     }

@@ -129,7 +129,7 @@ impl WriterConnection {
     /// remembered.
     pub async fn write_alone(&self, backend: &Backend, writes: &Writes) -> Result<(), StoreError> {
         let (mut conn, _open) = self.take().await?;
-        let done = batch_conn::write_alone(&mut conn, writes).await;
+        let done = batch_conn::write_alone(&mut conn, backend, writes).await;
         match &done {
             Ok(()) => {
                 backend.committed(writes);
