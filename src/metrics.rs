@@ -1,6 +1,7 @@
 //! Prometheus metrics: what the server records (with the `metrics` crate's
-//! macros, wherever the thing happens) and the `/metrics` endpoint that
-//! serves it as Prometheus text (`metrics-exporter-prometheus`).
+//! macros, wherever the thing happens), and the recorder that renders it as
+//! Prometheus text (`metrics-exporter-prometheus`) for the `/metrics`
+//! endpoint (`startup`).
 //!
 //! Every name is here, so that the dashboard (`docs/grafana/`) and the
 //! code cannot disagree on one without a test noticing
@@ -10,7 +11,6 @@
 use std::{sync::OnceLock, time::Duration};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 
 /// RPCs by `method` and `code` (streams counted when they end).
 pub const RPC_REQUESTS: &str = "conversations_rpc_requests_total";
@@ -140,61 +140,4 @@ fn describe() {
         Unit::Seconds,
         "Time to get a pooled database connection"
     );
-}
-
-/// Serves `GET /metrics` (Prometheus text) on `listener` until `shutdown`
-/// completes; any other path is 404. Connections that keep it waiting are
-/// closed as the main port's are.
-pub async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    timeouts: crate::connections::ConnectionTimeouts,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use http_body_util::Full;
-    use hyper::{Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-    use hyper_util::rt::TokioIo;
-
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics: could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let handle = handle.clone();
-        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let handle = handle.clone();
-            async move {
-                let response = if request.uri().path() == "/metrics" {
-                    handle.run_upkeep();
-                    Response::builder()
-                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                        .body(Full::new(Bytes::from(handle.render())))
-                } else {
-                    Response::builder()
-                        .status(StatusCode::NOT_FOUND)
-                        .body(Full::new(Bytes::from_static(b"metrics are at /metrics\n")))
-                };
-                response.map_err(|e| std::io::Error::other(e.to_string()))
-            }
-        });
-        tokio::spawn(async move {
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(
-                    TokioIo::new(crate::connections::Guarded::new(stream, timeouts)),
-                    service,
-                )
-                .await
-            {
-                tracing::debug!(%error, "metrics: a connection failed");
-            }
-        });
-    }
 }

@@ -290,7 +290,7 @@ impl Application {
                     handle.run_upkeep();
                 }
             });
-            let served = tokio::spawn(crate::metrics::serve(
+            let served = tokio::spawn(serve_metrics(
                 m.listener,
                 m.handle,
                 self.settings.connections,
@@ -495,5 +495,59 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text) on `listener` until `shutdown`
+/// completes; any other path is 404. Connections that keep it waiting are
+/// closed as the main port's are.
+async fn serve_metrics(
+    listener: TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    timeouts: crate::connections::ConnectionTimeouts,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use http_body_util::Full;
+    use hyper::{Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics: could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let handle = handle.clone();
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let handle = handle.clone();
+            async move {
+                let response = if request.uri().path() == "/metrics" {
+                    handle.run_upkeep();
+                    Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                        .body(Full::new(Bytes::from(handle.render())))
+                } else {
+                    Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body(Full::new(Bytes::from_static(b"metrics are at /metrics\n")))
+                };
+                response.map_err(|e| std::io::Error::other(e.to_string()))
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(Guarded::new(stream, timeouts)), service)
+                .await
+            {
+                tracing::debug!(%error, "metrics: a connection failed");
+            }
+        });
     }
 }
