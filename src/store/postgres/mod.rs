@@ -55,7 +55,6 @@ type Db = sqlx::Postgres;
 type Conn = sqlx::PgConnection;
 type DbRow = sqlx::postgres::PgRow;
 
-/// Where PostgreSQL's SQL differs from SQLite's.
 /// How the batch connection begins, writes and commits: through sqlx's
 /// transaction manager.
 mod batch_conn {
@@ -114,11 +113,10 @@ mod batch_conn {
 
     /// Runs `insert` through sqlx, a statement per chunk of rows.
     pub async fn execute(conn: &mut Conn, insert: &Insert<'_>) -> Result<(), StoreError> {
-        let rows: Vec<&[Value<'_>]> = insert.rows().collect();
-        for chunk in rows.chunks(insert.rows_per_statement()) {
+        for statement in insert.statements() {
             let mut query = QueryBuilder::<Db>::new(&*insert.head);
-            query.push_values(chunk, |mut row, values| {
-                for value in *values {
+            query.push_values(statement.chunks(insert.columns), |mut row, values| {
+                for value in values {
                     match value {
                         Value::Int(v) => row.push_bind(*v),
                         Value::Text(v) => row.push_bind(v.as_deref()),
@@ -133,6 +131,7 @@ mod batch_conn {
     }
 }
 
+/// Where PostgreSQL's SQL differs from SQLite's.
 mod dialect {
     /// The primary key of `conversations`, as `ON CONFLICT` names it.
     pub const CONVERSATION_KEY: &str = "workspace_id, conversation_id";

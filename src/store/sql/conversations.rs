@@ -216,26 +216,9 @@ pub fn upsert<'a>(
             "a due time for each conversation written".into(),
         ));
     }
-    let mut insert = Insert::new(
-        "conversations",
-        format!("INSERT INTO conversations ({COLUMNS}, due_time, timer_claim_until) "),
-        18,
-        conversations.len(),
-    )
-        .with_tail(format!(
-            " ON CONFLICT ({}) DO UPDATE SET status = excluded.status, \
-             assignee_agent_id = excluded.assignee_agent_id, \
-             assignee_display_name = excluded.assignee_display_name, \
-             assignee_channel = excluded.assignee_channel, update_time = excluded.update_time, \
-             status_change_time = excluded.status_change_time, close_time = excluded.close_time, \
-             version = excluded.version, message_count = excluded.message_count, \
-             everyone_message_count = excluded.everyone_message_count, flow_run = excluded.flow_run, \
-             snooze_end_time = excluded.snooze_end_time, due_time = excluded.due_time, \
-             timer_claim_until = NULL",
-            super::dialect::CONVERSATION_KEY
-        ));
+    let mut rows = Vec::with_capacity(conversations.len());
     for (c, due) in conversations.iter().zip(due_times) {
-        insert.row([
+        rows.push([
             c.id.as_str().into(),
             c.workspace_id.0.into(),
             c.visitor_id.as_str().into(),
@@ -256,7 +239,19 @@ pub fn upsert<'a>(
             None::<i64>.into(),
         ]);
     }
-    Ok(insert)
+    let head = format!("INSERT INTO conversations ({COLUMNS}, due_time, timer_claim_until) ");
+    Ok(Insert::new("conversations", head, rows).with_tail(format!(
+            " ON CONFLICT ({}) DO UPDATE SET status = excluded.status, \
+             assignee_agent_id = excluded.assignee_agent_id, \
+             assignee_display_name = excluded.assignee_display_name, \
+             assignee_channel = excluded.assignee_channel, update_time = excluded.update_time, \
+             status_change_time = excluded.status_change_time, close_time = excluded.close_time, \
+             version = excluded.version, message_count = excluded.message_count, \
+             everyone_message_count = excluded.everyone_message_count, flow_run = excluded.flow_run, \
+             snooze_end_time = excluded.snooze_end_time, due_time = excluded.due_time, \
+             timer_claim_until = NULL",
+            super::dialect::CONVERSATION_KEY
+        )))
 }
 
 /// The conversations with these ids in these workspaces, one statement per

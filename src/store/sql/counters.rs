@@ -83,19 +83,9 @@ pub async fn lock_many(
 
 /// The rows that write these workspaces' counters.
 pub fn put(tallies: &[(WorkspaceId, Tally)]) -> Insert<'_> {
-    let mut insert = Insert::new(
-        "workspace_counters",
-        "INSERT INTO workspace_counters (workspace_id, event_head, open_count, pending_count, closed_count) ",
-        5,
-        tallies.len(),
-    )
-    .with_tail(
-        " ON CONFLICT (workspace_id) DO UPDATE SET event_head = excluded.event_head, \
-         open_count = excluded.open_count, pending_count = excluded.pending_count, \
-         closed_count = excluded.closed_count",
-    );
+    let mut rows = Vec::with_capacity(tallies.len());
     for (workspace, tally) in tallies {
-        insert.row([
+        rows.push([
             workspace.0.into(),
             tally.event_head.into(),
             tally.counts[0].into(),
@@ -103,5 +93,14 @@ pub fn put(tallies: &[(WorkspaceId, Tally)]) -> Insert<'_> {
             tally.counts[2].into(),
         ]);
     }
-    insert
+    Insert::new(
+        "workspace_counters",
+        "INSERT INTO workspace_counters (workspace_id, event_head, open_count, pending_count, closed_count) ",
+        rows,
+    )
+    .with_tail(
+        " ON CONFLICT (workspace_id) DO UPDATE SET event_head = excluded.event_head, \
+         open_count = excluded.open_count, pending_count = excluded.pending_count, \
+         closed_count = excluded.closed_count",
+    )
 }

@@ -244,14 +244,9 @@ impl<'de> DeserializeSeed<'de> for Payload {
 /// The rows that append committed-to-be events (sequences already
 /// assigned).
 pub fn insert(events: &[Event]) -> Result<Insert<'_>, StoreError> {
-    let mut insert = Insert::new(
-        "events",
-        "INSERT INTO events (workspace_id, sequence, event_id, conversation_id, kind, audience, create_time, payload) ",
-        8,
-        events.len(),
-    );
+    let mut rows = Vec::with_capacity(events.len());
     for e in events {
-        insert.row([
+        rows.push([
             e.workspace_id.0.into(),
             e.sequence.into(),
             e.event_id.as_str().into(),
@@ -262,5 +257,9 @@ pub fn insert(events: &[Event]) -> Result<Insert<'_>, StoreError> {
             serde_json::to_string(&e.payload)?.into(),
         ]);
     }
-    Ok(insert)
+    Ok(Insert::new(
+        "events",
+        "INSERT INTO events (workspace_id, sequence, event_id, conversation_id, kind, audience, create_time, payload) ",
+        rows,
+    ))
 }

@@ -50,14 +50,9 @@ pub async fn find_many(
 
 /// The rows that remember first responses.
 pub fn insert(records: &[NewRecord]) -> Insert<'_> {
-    let mut insert = Insert::new(
-        "idempotency_records",
-        "INSERT INTO idempotency_records (workspace_id, request_id, method, fingerprint, response, create_time) ",
-        6,
-        records.len(),
-    );
+    let mut rows = Vec::with_capacity(records.len());
     for r in records {
-        insert.row([
+        rows.push([
             r.workspace_id.0.into(),
             r.request_id.as_str().into(),
             r.record.method.as_str().into(),
@@ -66,7 +61,11 @@ pub fn insert(records: &[NewRecord]) -> Insert<'_> {
             r.create_time.0.into(),
         ]);
     }
-    insert
+    Insert::new(
+        "idempotency_records",
+        "INSERT INTO idempotency_records (workspace_id, request_id, method, fingerprint, response, create_time) ",
+        rows,
+    )
 }
 
 /// Forgets records made before `cutoff`; returns how many.

@@ -70,20 +70,13 @@ fn from_row(row: &DbRow) -> Result<Message, StoreError> {
 /// The rows that append `messages` (each with its conversation's
 /// workspace).
 pub fn insert<'a>(messages: &[(WorkspaceId, &'a Message)]) -> Result<Insert<'a>, StoreError> {
-    let mut insert = Insert::new(
-        "messages",
-        "INSERT INTO messages (workspace_id, message_id, conversation_id, position, author_kind, \
-         author_id, author_display_name, author_channel, audience, create_time, content, \
-         quick_replies) ",
-        12,
-        messages.len(),
-    );
+    let mut rows = Vec::with_capacity(messages.len());
     for (workspace, m) in messages {
         let replies = (!m.quick_replies.is_empty())
             .then(|| serde_json::to_string(&m.quick_replies))
             .transpose()?;
         let (kind, id, name, channel) = author_columns(&m.author);
-        insert.row([
+        rows.push([
             workspace.0.into(),
             m.id.as_str().into(),
             m.conversation_id.as_str().into(),
@@ -98,7 +91,13 @@ pub fn insert<'a>(messages: &[(WorkspaceId, &'a Message)]) -> Result<Insert<'a>,
             replies.into(),
         ]);
     }
-    Ok(insert)
+    Ok(Insert::new(
+        "messages",
+        "INSERT INTO messages (workspace_id, message_id, conversation_id, position, author_kind, \
+         author_id, author_display_name, author_channel, audience, create_time, content, \
+         quick_replies) ",
+        rows,
+    ))
 }
 
 /// Up to `limit` messages of the conversation after `after_position`, oldest

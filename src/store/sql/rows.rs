@@ -71,24 +71,25 @@ pub struct Insert<'a> {
     pub name: &'static str,
     pub head: Cow<'static, str>,
     pub tail: Cow<'static, str>,
+    /// Values per row: the length of the rows' arrays.
     pub columns: usize,
     /// Row after row.
     pub values: Vec<Value<'a>>,
 }
 
 impl<'a> Insert<'a> {
-    pub fn new(
+    /// The insert of `rows`, each an array of its columns' values.
+    pub fn new<const N: usize>(
         name: &'static str,
         head: impl Into<Cow<'static, str>>,
-        columns: usize,
-        rows: usize,
+        rows: Vec<[Value<'a>; N]>,
     ) -> Self {
         Self {
             name,
             head: head.into(),
             tail: Cow::Borrowed(""),
-            columns,
-            values: Vec::with_capacity(columns * rows),
+            columns: N,
+            values: rows.into_iter().flatten().collect(),
         }
     }
 
@@ -97,19 +98,11 @@ impl<'a> Insert<'a> {
         self
     }
 
-    /// Appends one row.
-    pub fn row<const N: usize>(&mut self, values: [Value<'a>; N]) {
-        debug_assert_eq!(N, self.columns);
-        self.values.extend(values);
-    }
-
-    /// The rows, each as its values.
-    pub fn rows(&self) -> std::slice::Chunks<'_, Value<'a>> {
-        self.values.chunks(self.columns.max(1))
-    }
-
-    /// Rows per statement: as many as the backends' bind limits allow.
-    pub fn rows_per_statement(&self) -> usize {
-        crate::store::rows_per_statement(self.columns.max(1))
+    /// The values of each statement, row after row: as many rows as the
+    /// backends' bind limits allow in one statement.
+    pub fn statements(&self) -> std::slice::Chunks<'_, Value<'a>> {
+        let columns = self.columns.max(1);
+        self.values
+            .chunks(columns * crate::store::rows_per_statement(columns))
     }
 }

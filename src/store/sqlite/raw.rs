@@ -131,7 +131,7 @@ impl Drop for Statement {
 }
 
 impl Statements {
-    /// Runs `insert`: one statement per chunk of rows.
+    /// Runs `insert`: one statement per chunk of rows ([`Insert::statements`]).
     ///
     /// # Safety
     /// `db` is locked for the caller and is the connection these
@@ -141,13 +141,13 @@ impl Statements {
         db: NonNull<ffi::sqlite3>,
         insert: &Insert<'_>,
     ) -> Result<(), StoreError> {
-        let rows: Vec<&[Value<'_>]> = insert.rows().collect();
-        for chunk in rows.chunks(insert.rows_per_statement()) {
+        for values in insert.statements() {
+            let rows = values.len() / insert.columns.max(1);
             // SAFETY: as this function's.
-            let statement = unsafe { self.prepared(db, insert, chunk.len()) }?;
+            let statement = unsafe { self.prepared(db, insert, rows) }?;
             let mut index: c_int = 0;
             let mut bound = Ok(());
-            for value in chunk.iter().flat_map(|row| row.iter()) {
+            for value in values {
                 index += 1;
                 // SAFETY: the statement has `columns × rows` parameters;
                 // text and blobs are copied by SQLite (SQLITE_TRANSIENT).
